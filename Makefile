@@ -1,0 +1,36 @@
+# `make demo` and `make test` work on a fresh machine with only python3 (3.11+) and make:
+# they create .venv, install the package with its test extras, then run.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint unit notebooks emulator clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (nbhelpers)" >/dev/null
+	touch $(STAMP)
+
+## Runs setup -> deploy -> predict -> cleanup against the local emulator; executed notebooks land in runs/.
+demo: $(STAMP)
+	$(BIN)/python -m nbhelpers demo
+
+## Lint, unit tests, emulator-backed SDK tests, notebooks under papermill and nbval.
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+	NBHELPERS_BACKEND=emulator $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+
+lint: $(STAMP)
+	$(BIN)/ruff check nbhelpers tests
+	$(BIN)/python -m nbhelpers check-notebooks notebooks
+
+## Serves the emulator on 127.0.0.1:8765 until stopped.
+emulator: $(STAMP)
+	$(BIN)/python -m nbhelpers emulator --host 127.0.0.1 --port 8765
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,174 @@
+"""The Llama 3.1 and 3.2 models of the tutorial, and the hardware each is served on.
+
+Facts from Meta's model cards and Google's Model Garden notebooks (see ../shared/docs/anchors.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nbhelpers.errors import ConfigError, choices
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    vertex_type: str  # Vertex AI AcceleratorType name
+    short: str
+    memory_gib: float  # total device memory as torch reports it
+    quota_family: str  # X in CustomModelServing{X}PerProjectPerRegion
+
+
+ACCELERATORS: dict[str, Accelerator] = {
+    a.vertex_type: a
+    for a in (
+        Accelerator("NVIDIA_L4", "L4", 22.05, "L4GPUs"),
+        Accelerator("NVIDIA_TESLA_A100", "A100 40GB", 39.39, "A100GPUs"),
+        Accelerator("NVIDIA_A100_80GB", "A100 80GB", 79.15, "A10080GBGPUs"),
+        Accelerator("NVIDIA_H100_80GB", "H100 80GB", 79.11, "H100GPUs"),
+        Accelerator("NVIDIA_H200_141GB", "H200", 139.81, "H200GPUs"),
+    )
+}
+
+# Machine types with attached GPUs: (accelerator type, GPUs per machine). Fixed by Compute Engine.
+MACHINE_TYPES: dict[str, tuple[str, int]] = {
+    "g2-standard-8": ("NVIDIA_L4", 1),
+    "g2-standard-12": ("NVIDIA_L4", 1),
+    "g2-standard-16": ("NVIDIA_L4", 1),
+    "g2-standard-24": ("NVIDIA_L4", 2),
+    "g2-standard-32": ("NVIDIA_L4", 1),
+    "g2-standard-48": ("NVIDIA_L4", 4),
+    "g2-standard-96": ("NVIDIA_L4", 8),
+    "a2-highgpu-1g": ("NVIDIA_TESLA_A100", 1),
+    "a2-highgpu-2g": ("NVIDIA_TESLA_A100", 2),
+    "a2-highgpu-4g": ("NVIDIA_TESLA_A100", 4),
+    "a2-highgpu-8g": ("NVIDIA_TESLA_A100", 8),
+    "a2-ultragpu-1g": ("NVIDIA_A100_80GB", 1),
+    "a2-ultragpu-2g": ("NVIDIA_A100_80GB", 2),
+    "a2-ultragpu-4g": ("NVIDIA_A100_80GB", 4),
+    "a2-ultragpu-8g": ("NVIDIA_A100_80GB", 8),
+    "a3-highgpu-1g": ("NVIDIA_H100_80GB", 1),
+    "a3-highgpu-2g": ("NVIDIA_H100_80GB", 2),
+    "a3-highgpu-4g": ("NVIDIA_H100_80GB", 4),
+    "a3-highgpu-8g": ("NVIDIA_H100_80GB", 8),
+    "a3-ultragpu-8g": ("NVIDIA_H200_141GB", 8),
+}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    machine_type: str
+    accelerator_type: str
+    accelerator_count: int
+
+    def __post_init__(self) -> None:
+        expected = MACHINE_TYPES.get(self.machine_type)
+        if expected is None:
+            raise ConfigError(
+                f"unknown machine type {self.machine_type!r}; choose one of "
+                f"{choices(MACHINE_TYPES)}"
+            )
+        if expected != (self.accelerator_type, self.accelerator_count):
+            raise ConfigError(
+                f"machine type {self.machine_type!r} comes with {expected[1]} x {expected[0]}, "
+                f"not {self.accelerator_count} x {self.accelerator_type}"
+            )
+
+    @classmethod
+    def for_machine(cls, machine_type: str) -> Hardware:
+        if machine_type not in MACHINE_TYPES:
+            raise ConfigError(
+                f"unknown machine type {machine_type!r}; choose one of {choices(MACHINE_TYPES)}"
+            )
+        accelerator, count = MACHINE_TYPES[machine_type]
+        return cls(machine_type, accelerator, count)
+
+    def describe(self) -> str:
+        short = ACCELERATORS[self.accelerator_type].short
+        return f"{self.machine_type} ({self.accelerator_count} x {short})"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One catalog entry: a Hugging Face repository and how the tutorial serves it."""
+
+    name: str  # the picker's label, e.g. "Llama-3.1-8B-Instruct"
+    hf_id: str
+    family: str  # "llama3.1" or "llama3.2"
+    modality: str  # "text" or "vision"
+    instruct: bool
+    params_b: float
+    hardware: Hardware
+    max_model_len: int = 4096
+    max_num_seqs: int = 256
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = False
+    gated: bool = True  # every meta-llama repository needs an accepted licence
+    alternatives: tuple[Hardware, ...] = field(default=())
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self.instruct
+
+    @property
+    def slug(self) -> str:
+        """Label-safe short name, e.g. 'llama-3-1-8b-instruct'."""
+        return self.name.lower().replace(".", "-")
+
+
+def _hw(machine_type: str) -> Hardware:
+    return Hardware.for_machine(machine_type)
+
+
+def _text(name: str, params_b: float, machine: str, **extra) -> list[ModelSpec]:
+    family = "llama3.1" if name.startswith("Llama-3.1") else "llama3.2"
+    base_name, instruct_name = name, name.replace("-FP8", "") + "-Instruct" + (
+        "-FP8" if name.endswith("-FP8") else ""
+    )
+    return [
+        ModelSpec(n, f"meta-llama/{n}", family, "text", n == instruct_name, params_b, _hw(machine),
+                  **extra)
+        for n in (base_name, instruct_name)
+    ]
+
+
+def _vision(size: str, params_b: float, machine: str) -> list[ModelSpec]:
+    names = (f"Llama-3.2-{size}-Vision", f"Llama-3.2-{size}-Vision-Instruct")
+    return [
+        ModelSpec(n, f"meta-llama/{n}", "llama3.2", "vision", n.endswith("Instruct"), params_b,
+                  _hw(machine), max_model_len=4096, max_num_seqs=12, enforce_eager=True)
+        for n in names
+    ]
+
+
+MODELS: dict[str, ModelSpec] = {
+    m.name: m
+    for m in (
+        *_text("Llama-3.1-8B", 8.03, "g2-standard-12"),
+        *_text("Llama-3.1-70B", 70.6, "a3-highgpu-4g", alternatives=(_hw("g2-standard-96"),)),
+        *_text("Llama-3.1-405B-FP8", 405.9, "a3-highgpu-8g", max_model_len=8192,
+               gpu_memory_utilization=0.95),
+        *_text("Llama-3.2-1B", 1.24, "g2-standard-8"),
+        *_text("Llama-3.2-3B", 3.21, "g2-standard-8"),
+        *_vision("11B", 10.6, "a2-highgpu-1g"),
+        *_vision("90B", 88.6, "a3-highgpu-8g"),
+    )
+}
+
+
+def models(family: str | None = None, modality: str | None = None) -> list[ModelSpec]:
+    """Catalog entries, optionally only one family ("llama3.1"/"llama3.2") or modality."""
+    return [
+        m for m in MODELS.values()
+        if (family is None or m.family == family) and (modality is None or m.modality == modality)
+    ]
+
+
+def get_model(name: str, family: str | None = None) -> ModelSpec:
+    """Looks a model up by picker name or Hugging Face id; the error lists the valid choices."""
+    pool = {m.name: m for m in models(family)}
+    by_id = {m.hf_id: m for m in pool.values()}
+    found = pool.get(name) or by_id.get(name)
+    if found is None:
+        where = f" for {family}" if family else ""
+        raise ConfigError(f"unknown model {name!r}{where}; choose one of {choices(pool)}")
+    return found

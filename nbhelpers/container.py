@@ -1,0 +1,166 @@
+"""The Model Garden vLLM serving container: image tags, server arguments and environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nbhelpers.catalog import ModelSpec
+from nbhelpers.errors import ConfigError, choices
+
+IMAGE_REPOSITORY = "us-docker.pkg.dev/vertex-ai/vertex-vision-model-garden-dockers/pytorch-vllm-serve"
+
+# Dated x86 tags and the vLLM release inside them (Google's container release notes).
+# 20241001_0916_RC00 is not in those notes; the Llama 3.2 notebooks of that month used it and
+# vLLM 0.6.2 was the first release with Llama 3.2 Vision, so that is what it is listed as.
+RELEASES: dict[str, str] = {
+    "20241001_0916_RC00": "0.6.2",
+    "20241016_0916_RC00_maas": "0.6.2",
+    "20241112_0916_RC00_maas": "0.6.2",
+    "20241202_0916_RC00_maas": "0.6.4.post1",
+    "20250114_0916_RC00_maas": "0.6.4.post1",
+    "20250304_0916_RC01": "0.7.2",
+    "20250321_0916_RC01": "0.8.1",
+    "20250401_0916_RC01": "0.8.1",
+    "20250417_0916_RC01": "0.8.4",
+    "20250429_0916_RC01": "0.8.4",
+    "20250506_0916_RC01": "0.8.5.post1",
+    "20250601_0916_RC01": "0.9.0",
+    "20250611_0916_RC01": "0.9.1",
+    "20250710_0916_RC01": "0.9.2",
+}
+DEFAULT_TAG = "20250710_0916_RC01"
+SERVER_MODULE = "vllm.entrypoints.api_server"
+PORT = 8080
+PREDICT_ROUTE = "/generate"
+HEALTH_ROUTE = "/ping"
+SHARED_MEMORY_MB = 16 * 1024
+DEPLOYMENT_TIMEOUT_S = 7200  # large models download for most of an hour
+
+
+def image_uri(tag: str = DEFAULT_TAG) -> str:
+    if tag not in RELEASES:
+        raise ConfigError(f"unknown vLLM container tag {tag!r}; choose one of {choices(RELEASES)}")
+    return f"{IMAGE_REPOSITORY}:{tag}"
+
+
+@dataclass(frozen=True)
+class VllmOptions:
+    """vLLM server settings; None means the model's catalog default."""
+
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    gpu_memory_utilization: float | None = None
+    enforce_eager: bool | None = None
+    tensor_parallel_size: int | None = None
+    enable_lora: bool = False
+    max_loras: int = 1
+    max_cpu_loras: int = 8
+    enable_prefix_caching: bool = False
+    kv_cache_dtype: str = "auto"
+    swap_space_gib: int = 16
+    extra_args: tuple[str, ...] = field(default=())
+
+    def resolved(self, model: ModelSpec, accelerator_count: int) -> VllmOptions:
+        """Fills unset values from the catalog and checks ranges, before any cloud call."""
+        opts = VllmOptions(
+            max_model_len=self.max_model_len or model.max_model_len,
+            max_num_seqs=self.max_num_seqs or model.max_num_seqs,
+            gpu_memory_utilization=self.gpu_memory_utilization or model.gpu_memory_utilization,
+            enforce_eager=model.enforce_eager if self.enforce_eager is None else self.enforce_eager,
+            tensor_parallel_size=self.tensor_parallel_size or accelerator_count,
+            enable_lora=self.enable_lora,
+            max_loras=self.max_loras,
+            max_cpu_loras=self.max_cpu_loras,
+            enable_prefix_caching=self.enable_prefix_caching,
+            kv_cache_dtype=self.kv_cache_dtype,
+            swap_space_gib=self.swap_space_gib,
+            extra_args=tuple(self.extra_args),
+        )
+        if not 0 < opts.gpu_memory_utilization <= 1:
+            raise ConfigError(
+                f"gpu_memory_utilization {opts.gpu_memory_utilization} must be in (0, 1]"
+            )
+        for name in ("max_model_len", "max_num_seqs", "tensor_parallel_size"):
+            value = getattr(opts, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
+        if opts.max_model_len > 131072:
+            raise ConfigError(
+                f"max_model_len {opts.max_model_len} exceeds the 131072 positions Llama 3.1/3.2 "
+                "were trained for"
+            )
+        if opts.tensor_parallel_size > accelerator_count:
+            raise ConfigError(
+                f"tensor_parallel_size {opts.tensor_parallel_size} needs that many GPUs, but the "
+                f"machine has {accelerator_count}"
+            )
+        if opts.kv_cache_dtype not in ("auto", "fp8", "fp8_e4m3", "fp8_e5m2"):
+            raise ConfigError(
+                f"unknown kv_cache_dtype {opts.kv_cache_dtype!r}; choose one of "
+                f"{choices(('auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2'))}"
+            )
+        return opts
+
+
+def server_args(model_source: str, options: VllmOptions) -> list[str]:
+    """The container args: the vLLM module goes here, not in `command`, so the image's
+    launcher (which copies gs:// weights before starting the server) still runs."""
+    args = [
+        "python", "-m", SERVER_MODULE,
+        "--host=0.0.0.0",
+        f"--port={PORT}",
+        f"--model={model_source}",
+        f"--tensor-parallel-size={options.tensor_parallel_size}",
+        f"--swap-space={options.swap_space_gib}",
+        f"--gpu-memory-utilization={options.gpu_memory_utilization}",
+        f"--max-model-len={options.max_model_len}",
+        f"--max-num-seqs={options.max_num_seqs}",
+        f"--kv-cache-dtype={options.kv_cache_dtype}",
+        "--disable-log-stats",
+    ]  # fmt: skip
+    if options.enforce_eager:
+        args.append("--enforce-eager")
+    if options.enable_prefix_caching:
+        args.append("--enable-prefix-caching")
+    if options.enable_lora:
+        args += ["--enable-lora", f"--max-loras={options.max_loras}",
+                 f"--max-cpu-loras={options.max_cpu_loras}"]
+    args += list(options.extra_args)
+    return args
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    image_uri: str
+    args: list[str]
+    env: dict[str, str]
+    port: int = PORT
+    predict_route: str = PREDICT_ROUTE
+    health_route: str = HEALTH_ROUTE
+    shared_memory_mb: int = SHARED_MEMORY_MB
+    deployment_timeout_s: int = DEPLOYMENT_TIMEOUT_S
+
+    def public_env(self) -> dict[str, str]:
+        """The environment with secrets hidden, for display."""
+        return {k: ("<hidden>" if k == "HF_TOKEN" else v) for k, v in self.env.items()}
+
+    def __repr__(self) -> str:  # never print a token
+        return (
+            f"ContainerSpec(image_uri={self.image_uri!r}, args={self.args!r}, "
+            f"env={self.public_env()!r})"
+        )
+
+
+def container_spec(
+    model: ModelSpec,
+    options: VllmOptions,
+    *,
+    weights_uri: str | None = None,
+    hf_token: str | None = None,
+    tag: str = DEFAULT_TAG,
+) -> ContainerSpec:
+    """Builds the serving container for a model whose options are already resolved."""
+    env = {"MODEL_ID": model.hf_id, "DEPLOY_SOURCE": "notebook"}
+    if hf_token:
+        env["HF_TOKEN"] = hf_token
+    return ContainerSpec(image_uri(tag), server_args(weights_uri or model.hf_id, options), env)

@@ -1,0 +1,55 @@
+"""A local stand-in for Vertex AI, Cloud Storage and the setup APIs, spoken to over HTTP by the
+unmodified Google SDKs. Nothing it serves is a model: replies come from a rehearsal engine."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nbhelpers.emulator.server import VertexEmulator
+
+
+@dataclass
+class RunningEmulator:
+    vertex: VertexEmulator
+    storage: Any  # gcp_storage_emulator server, or None
+
+    @property
+    def url(self) -> str:
+        return self.vertex.url
+
+    @property
+    def storage_url(self) -> str | None:
+        return self.vertex.storage_url
+
+    def stop(self) -> None:
+        self.vertex.stop()
+        if self.storage is not None:
+            self.storage.stop()
+
+
+def start(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    state_file: str | Path | None = None,
+    *,
+    storage: bool = True,
+    deploy_seconds: float | None = None,
+) -> RunningEmulator:
+    """Starts the emulator in this process (threads); with `state_file`, resources persist so
+    other processes and restarted kernels see them."""
+    if deploy_seconds is None:
+        deploy_seconds = float(os.environ.get("NBHELPERS_EMULATOR_DEPLOY_SECONDS", "0.5"))
+    vertex = VertexEmulator(state_file, deploy_seconds=deploy_seconds).start(host, port)
+    storage_server = None
+    if storage:
+        from nbhelpers.emulator.storage import start_storage
+
+        data_dir = Path(state_file).with_suffix(".storage") if state_file else None
+        storage_server, vertex.storage_url = start_storage(host, 0, data_dir)
+    return RunningEmulator(vertex, storage_server)
+
+
+__all__ = ["RunningEmulator", "VertexEmulator", "start"]

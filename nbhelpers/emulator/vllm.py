@@ -1,0 +1,333 @@
+"""A stand-in for the vLLM serving container: checks its arguments as vLLM's argument parser
+and engine would, then serves the container's routes over HTTP with the rehearsal engine."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from nbhelpers.emulator import rehearsal
+
+VLLM_MODULES = ("vllm.entrypoints.api_server", "vllm.entrypoints.openai.api_server")
+PROG = "api_server.py"
+_FLAG = object()  # takes no value
+_OPTIONAL_BOOL = object()  # `--flag` or `--flag=true/false`
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+
+# The server options of vLLM 0.6-0.9 that the Model Garden notebooks use, with their types.
+OPTIONS: dict[str, Any] = {
+    "host": str, "port": int, "model": str, "tokenizer": str, "revision": str,
+    "served-model-name": str, "download-dir": str, "load-format": str, "seed": int,
+    "tensor-parallel-size": int, "pipeline-parallel-size": int, "swap-space": float,
+    "gpu-memory-utilization": float, "max-model-len": int, "max-num-seqs": int,
+    "max-num-batched-tokens": int, "max-seq-len-to-capture": int, "block-size": int,
+    "kv-cache-dtype": KV_CACHE_DTYPES, "dtype": DTYPES, "quantization": str,
+    "cpu-offload-gb": float, "max-logprobs": int, "limit-mm-per-prompt": str,
+    "chat-template": str, "tool-call-parser": str, "distributed-executor-backend": str,
+    "max-loras": int, "max-lora-rank": int, "max-cpu-loras": int,
+    "enforce-eager": _FLAG, "disable-log-stats": _FLAG, "disable-log-requests": _FLAG,
+    "enable-prefix-caching": _FLAG, "enable-lora": _FLAG, "trust-remote-code": _FLAG,
+    "enable-auto-tool-choice": _FLAG, "disable-custom-all-reduce": _FLAG,
+    "enable-chunked-prefill": _OPTIONAL_BOOL,
+}  # fmt: skip
+
+# Attention heads and trained context of the models the catalog knows (config.json).
+KNOWN_HEADS = {"1B": 32, "3B": 24, "8B": 32, "11B": 32, "70B": 64, "90B": 64, "405B": 128}
+MAX_POSITIONS = 131072
+
+
+class StartupFailure(Exception):
+    """The container exits during start-up; `lines` are what it printed."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__(lines[-1] if lines else "container exited")
+        self.lines = lines
+
+
+def _log(level: str, where: str, message: str) -> str:
+    return f"{level} {time.strftime('%m-%d %H:%M:%S')} [{where}] {message}"
+
+
+def parse_args(args: list[str]) -> dict[str, Any]:
+    """Parses container args the way vLLM's argparse does; raises StartupFailure."""
+    usage = f"usage: {PROG} [-h] [--host HOST] [--port PORT] [--model MODEL] ..."
+    if len(args) < 3 or args[:2] != ["python", "-m"] or args[2] not in VLLM_MODULES:
+        return _fail([f"/usr/bin/python: No module named {args[2] if len(args) > 2 else ''!r}"
+                      if len(args) > 2 and args[:2] == ["python", "-m"]
+                      else f"container args must start with python -m {VLLM_MODULES[0]}, "
+                      f"got {args[:3]!r}"])
+    values: dict[str, Any] = {}
+    unknown: list[str] = []
+    rest = list(args[3:])
+    while rest:
+        token = rest.pop(0)
+        if not token.startswith("--"):
+            unknown.append(token)
+            continue
+        name, has_value, value = token[2:].partition("=")
+        name = name.replace("_", "-")
+        kind = OPTIONS.get(name)
+        if kind is None:
+            unknown.append(token)
+            continue
+        if kind is _FLAG:
+            if has_value:
+                return _fail([usage, f"{PROG}: error: argument --{name}: ignored explicit "
+                              f"argument {value!r}"])
+            values[name] = True
+            continue
+        if kind is _OPTIONAL_BOOL:
+            values[name] = (value.lower() in ("1", "true", "yes")) if has_value else True
+            continue
+        if not has_value:
+            if not rest or rest[0].startswith("--"):
+                return _fail([usage, f"{PROG}: error: argument --{name}: expected one argument"])
+            value = rest.pop(0)
+        if isinstance(kind, tuple):
+            if value not in kind:
+                allowed = ", ".join(repr(c) for c in kind)
+                return _fail([usage, f"{PROG}: error: argument --{name}: invalid choice: "
+                              f"{value!r} (choose from {allowed})"])
+            values[name] = value
+            continue
+        try:
+            values[name] = kind(value)
+        except ValueError:
+            return _fail([usage, f"{PROG}: error: argument --{name}: invalid "
+                          f"{kind.__name__} value: {value!r}"])
+    if unknown:
+        return _fail([usage, f"{PROG}: error: unrecognized arguments: {' '.join(unknown)}"])
+    return values
+
+
+def _fail(lines: list[str]) -> Any:
+    raise StartupFailure(lines)
+
+
+def _model_size(model: str) -> str | None:
+    for size in KNOWN_HEADS:
+        if f"-{size}" in model or f"_{size}" in model:
+            return size
+    return None
+
+
+def check_engine(values: dict[str, Any], env: dict[str, str], gpu_count: int,
+                 gated_ids: set[str]) -> list[str]:
+    """The engine's own start-up checks; returns the log lines of a good start."""
+    model = values.get("model") or "facebook/opt-125m"
+    lines = [
+        _log("INFO", "api_server.py", "vLLM API server (nbhelpers emulator stand-in)"),
+        _log("INFO", "api_server.py", f"args: {values}"),
+    ]
+
+    def fail(message: str) -> None:
+        raise StartupFailure([*lines, "Traceback (most recent call last):",
+                              '  File "vllm/engine/arg_utils.py", in create_engine_config',
+                              message])
+
+    util = values.get("gpu-memory-utilization", 0.9)
+    if not 0 < util <= 1:
+        fail(f"ValueError: GPU memory utilization must be less than 1.0. Got {util}.")
+    tp = values.get("tensor-parallel-size", 1)
+    size = _model_size(model) or _model_size(env.get("MODEL_ID", ""))
+    heads = KNOWN_HEADS.get(size or "")
+    if heads and heads % tp:
+        fail(f"ValueError: Total number of attention heads ({heads}) must be divisible by "
+             f"tensor parallel size ({tp}).")
+    if tp * values.get("pipeline-parallel-size", 1) > gpu_count:
+        fail("ValueError: The number of required GPUs exceeds the total number of available "
+             f"GPUs in the placement group. (needed {tp}, machine has {gpu_count})")
+    max_len = values.get("max-model-len")
+    if max_len is not None and max_len > MAX_POSITIONS:
+        fail(f"ValueError: User-specified max_model_len ({max_len}) is greater than the derived "
+             f"max_model_len (max_position_embeddings={MAX_POSITIONS} or model_max_length=None "
+             "in model's config.json). This may lead to incorrect model outputs or CUDA errors.")
+    if model.startswith("gs://"):
+        lines.append(_log("INFO", "launcher", f"Downloading model weights from {model}"))
+    elif model in gated_ids and not env.get("HF_TOKEN"):
+        fail("huggingface_hub.errors.GatedRepoError: 401 Client Error. "
+             f"Cannot access gated repo for url https://huggingface.co/{model}/resolve/main/"
+             f"config.json. Access to model {model} is restricted. You must have access to it "
+             "and be authenticated to access it. Please log in.")
+    lines += [
+        _log("INFO", "emulator", "no weights are loaded: replies come from the rehearsal engine"),
+        _log("INFO", "api_server.py", "Started server process"),
+        _log("INFO", "api_server.py", f"Uvicorn running on http://0.0.0.0:{values.get('port')}"),
+    ]
+    return lines
+
+
+@dataclass
+class Replica:
+    """One serving replica: a real HTTP server on 127.0.0.1 with the container's routes."""
+
+    model_id: str  # what the container serves (the --model value)
+    predict_route: str
+    health_route: str
+    chat_template: bool
+    log: list[str] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> Replica:
+        replica = self
+
+        class Handler(_ReplicaHandler):
+            owner = replica
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # --- the container's protocol -------------------------------------------------------
+    def predict(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        instances = body.get("instances")
+        if not isinstance(instances, list) or not instances:
+            return 400, {"error": "request must be {\"instances\": [...]} with one or more"}
+        predictions = []
+        for instance in instances:
+            if not isinstance(instance, dict) or not isinstance(instance.get("prompt"), str):
+                return 400, {"error": "each instance needs a string 'prompt'"}
+            extra = ""
+            if instance.get("dynamic-lora"):
+                extra = f" with LoRA adapter {instance['dynamic-lora']}"
+            generation = rehearsal.generate(
+                self.model_id, instance["prompt"], max_tokens=_int(instance.get("max_tokens")),
+                temperature=instance.get("temperature"), top_p=instance.get("top_p"),
+                top_k=_int(instance.get("top_k")), extra=extra,
+            )
+            if instance.get("raw_response"):
+                predictions.append(generation.text)
+            else:
+                predictions.append(f"Prompt:\n{instance['prompt']}\nOutput:\n{generation.text}")
+        return 200, {"predictions": predictions}
+
+    def chat(self, body: dict[str, Any]) -> tuple[int, Any]:
+        if not self.chat_template:
+            return 400, {"object": "error", "type": "BadRequestError", "code": 400,
+                         "message": "As of transformers v4.44, default chat template is no "
+                         "longer allowed, so you must provide a chat template if the tokenizer "
+                         "does not define one."}
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return 400, {"object": "error", "type": "BadRequestError", "code": 400,
+                         "message": "messages must be a non-empty list"}
+        prompt = "\n".join(_message_text(m) for m in messages)
+        roles = ",".join(str(m.get("role")) for m in messages if isinstance(m, dict))
+        generation = rehearsal.generate(
+            self.model_id, prompt,
+            max_tokens=_int(body.get("max_tokens", body.get("max_completion_tokens"))),
+            temperature=body.get("temperature"), top_p=body.get("top_p"),
+            top_k=_int(body.get("top_k")), extra=f" in {len(messages)} messages ({roles})",
+        )
+        return 200, generation
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)  # JSON numbers arrive as floats
+
+
+def _message_text(message: Any) -> str:
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return str(content or "")
+
+
+class _ReplicaHandler(BaseHTTPRequestHandler):
+    owner: Replica
+
+    def log_message(self, *args: Any) -> None:  # quiet: the emulator keeps its own logs
+        pass
+
+    def _send(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path == self.owner.health_route:
+            self._send(200, {})
+        else:
+            self._send(404, {"detail": "Not Found"})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+        except json.JSONDecodeError as exc:
+            return self._send(400, {"error": f"invalid JSON: {exc}"})
+        if self.path == self.owner.predict_route:
+            return self._send(*self.owner.predict(body))
+        if self.path == "/v1/chat/completions":
+            status, result = self.owner.chat(body)
+            if status != 200:
+                return self._send(status, result)
+            if body.get("stream"):
+                return self._stream(result, body)
+            return self._send(200, _completion(result, self.owner.model_id))
+        self._send(404, {"detail": "Not Found"})
+
+    def _stream(self, generation: rehearsal.Generation, body: dict[str, Any]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        model = self.owner.model_id
+
+        def event(delta: dict[str, Any], finish: str | None, usage: Any = None) -> None:
+            payload = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
+                       "model": model,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            if usage is not None:
+                payload["usage"] = usage
+            self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+            self.wfile.flush()
+
+        event({"role": "assistant", "content": ""}, None)
+        for i, token in enumerate(generation.tokens):
+            event({"content": (" " if i else "") + token}, None)
+        usage = _usage(generation) if (body.get("stream_options") or {}).get(
+            "include_usage") else None
+        event({}, generation.finish_reason, usage)
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def _usage(generation: rehearsal.Generation) -> dict[str, int]:
+    completion = len(generation.tokens)
+    return {"prompt_tokens": generation.prompt_tokens, "completion_tokens": completion,
+            "total_tokens": generation.prompt_tokens + completion}
+
+
+def _completion(generation: rehearsal.Generation, model: str) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+        "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "finish_reason": generation.finish_reason,
+                     "message": {"role": "assistant", "content": generation.text}}],
+        "usage": _usage(generation),
+    }

@@ -1,0 +1,84 @@
+"""Secrets: the Hugging Face token comes from the environment or a hidden prompt, never a
+parameter, and is scrubbed from anything shown."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import re
+import sys
+
+from nbhelpers.errors import ConfigError
+
+TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+_HF_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{6,}")
+_known: set[str] = set()
+
+
+def looks_like_secret(value: object) -> bool:
+    return isinstance(value, str) and bool(_HF_TOKEN_RE.search(value))
+
+
+def redact(text: str) -> str:
+    """Replaces Hugging Face tokens and any secret this process has seen."""
+    for secret in _known:
+        text = text.replace(secret, "<hidden>")
+    return _HF_TOKEN_RE.sub("hf_<hidden>", text)
+
+
+class _RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def _remember(token: str) -> str:
+    _known.add(token)
+    root = logging.getLogger()
+    if not any(isinstance(f, _RedactingFilter) for f in root.filters):
+        root.addFilter(_RedactingFilter())
+    return token
+
+
+def _prompt() -> str | None:
+    """Asks without echo where a person can answer; headless runs (papermill, CI) get None."""
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    kernel = getattr(shell, "kernel", None)
+    if kernel is not None and not getattr(kernel, "_allow_stdin", False):
+        return None
+    if shell is None and not sys.stdin.isatty():
+        return None
+    try:
+        return getpass.getpass("Hugging Face access token (input hidden, Enter to skip): ").strip()
+    except Exception:  # StdinNotImplementedError and the like: nobody to ask
+        return None
+
+
+def hf_token(*, required: bool, model_name: str = "", ask: bool = True) -> str | None:
+    """Returns the Hugging Face token from HF_TOKEN (or a hidden prompt), or None.
+
+    When `required` (a gated model loaded from Hugging Face) and none is found, raises a
+    ConfigError that says how to provide one, before anything is created.
+    """
+    token = next((os.environ[v].strip() for v in TOKEN_ENV_VARS if os.environ.get(v)), None)
+    if token is None and required and ask:
+        token = _prompt() or None
+    if token:
+        return _remember(token)
+    if required:
+        raise ConfigError(
+            f"{model_name or 'this model'} is gated on Hugging Face and no token was found. "
+            "Accept the licence on the model's Hugging Face page, then set the HF_TOKEN "
+            "environment variable (never a notebook parameter) or run the cell interactively "
+            "to be asked; or deploy the Model Garden copy by setting weights_uri to its gs:// path."
+        )
+    return None
