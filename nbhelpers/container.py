@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from nbhelpers.catalog import ModelSpec
 from nbhelpers.errors import ConfigError, choices
 
-IMAGE_REPOSITORY = "us-docker.pkg.dev/vertex-ai/vertex-vision-model-garden-dockers/pytorch-vllm-serve"
+IMAGE_REPOSITORY = (
+    "us-docker.pkg.dev/vertex-ai/vertex-vision-model-garden-dockers/pytorch-vllm-serve"
+)
 
 # Dated x86 tags and the vLLM release inside them (Google's container release notes).
 # 20241001_0916_RC00 is not in those notes; the Llama 3.2 notebooks of that month used it and

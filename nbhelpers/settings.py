@@ -77,9 +77,19 @@ def resolve(
     run_id: str = "",
     owner: str = "",
 ) -> Settings:
-    """Fills blanks from the environment and checks everything, raising ConfigError."""
-    project = (project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "").strip()
-    region = validate.region(region or os.environ.get("GOOGLE_CLOUD_REGION") or DEFAULT_REGION)
+    """Fills blanks from the environment, then from the run's state file, and checks
+    everything, raising ConfigError before any cloud call."""
+    run_id = (
+        run_id or os.environ.get("NBHELPERS_RUN_ID") or state.current_run_id()
+        or state.new_run_id()
+    ).strip()
+    if not validate.label_value(run_id):
+        raise ConfigError(f"run id {run_id!r} has no letters or digits to label resources with")
+    earlier = state.RunState(run_id).data  # what the setup notebook of this run chose
+    project = (project or os.environ.get("GOOGLE_CLOUD_PROJECT") or earlier.get("project")
+               or "").strip()
+    region = validate.region(region or os.environ.get("GOOGLE_CLOUD_REGION")
+                             or earlier.get("region") or DEFAULT_REGION)
     resolved_backend = resolve_backend(backend, project)
     if not project:
         if resolved_backend == "vertex":
@@ -89,18 +99,14 @@ def resolve(
             )
         project = EMULATOR_PROJECT
     validate.project_id(project)
+    bucket_uri = bucket_uri or earlier.get("bucket_uri") or ""
     if bucket_uri:
         validate.gs_uri(bucket_uri, bucket_only=True)
         bucket_uri = bucket_uri.rstrip("/")
     else:
         bucket_uri = "gs://" + validate.bucket_name(f"{project}-llama-{region}")
-    run_id = (
-        run_id or os.environ.get("NBHELPERS_RUN_ID") or state.current_run_id()
-        or state.new_run_id()
-    ).strip()
-    if not validate.label_value(run_id):
-        raise ConfigError(f"run id {run_id!r} has no letters or digits to label resources with")
-    owner_raw = owner or os.environ.get("NBHELPERS_OWNER") or getpass.getuser()
+    owner_raw = (owner or os.environ.get("NBHELPERS_OWNER") or earlier.get("owner")
+                 or getpass.getuser())
     owner_label = validate.label_value(owner_raw)
     if not owner_label:
         raise ConfigError(f"owner {owner_raw!r} has no letters or digits to label resources with")

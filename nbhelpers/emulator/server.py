@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from nbhelpers.emulator.vllm import Replica, StartupFailure, check_engine, parse_args
 
 PREDICT_PAYLOAD_LIMIT = 1_572_864
+TOKEN_PLACEHOLDER = "<set at upload; not stored by the emulator>"
 V1 = "type.googleapis.com/google.cloud.aiplatform.v1."
 EMPTY = "type.googleapis.com/google.protobuf.Empty"
 STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
@@ -178,7 +179,8 @@ class VertexEmulator:
 
     def _operation(self, resource: str, response: dict[str, Any] | None = None,
                    done: bool = True, error: dict[str, Any] | None = None) -> dict[str, Any]:
-        op: dict[str, Any] = {"name": f"{resource}/operations/{self.state.next_id()}",
+        prefix = f"{resource}/" if resource else ""
+        op: dict[str, Any] = {"name": f"{prefix}operations/{self.state.next_id()}",
                               "done": done}
         if response is not None and done:
             op["response"] = response
@@ -254,8 +256,12 @@ class VertexEmulator:
         if not spec.get("containerSpec", {}).get("imageUri"):
             raise ApiError(400, "model.container_spec.image_uri is required.")
         name = f"{self._parent(project, location)}/models/{self.state.next_id()}"
+        container = dict(spec["containerSpec"])
+        # The replica only needs to know a token was given; never keep one on disk.
+        container["env"] = [{**e, "value": TOKEN_PLACEHOLDER} if e.get("name") == "HF_TOKEN"
+                            and e.get("value") else e for e in container.get("env", [])]
         model = {"name": name, "displayName": spec.get("displayName", ""),
-                 "labels": spec.get("labels", {}), "containerSpec": spec["containerSpec"],
+                 "labels": spec.get("labels", {}), "containerSpec": container,
                  "versionId": "1", "versionAliases": ["default"], "createTime": _now(),
                  "updateTime": _now(), "etag": "AMEw9yM=",
                  "supportedDeploymentResourcesTypes": ["DEDICATED_RESOURCES"],
@@ -443,7 +449,7 @@ class VertexEmulator:
             if service not in enabled:
                 enabled.append(service)
             self.state.save()
-        return self._operation("operations", {
+        return self._operation("", {
             "@type": "type.googleapis.com/google.api.serviceusage.v1.EnableServiceResponse",
             "service": self._service(project, service)})
 

@@ -1,0 +1,95 @@
+"""Find and delete what the suite created, by its labels, and nothing else."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbhelpers.connection import Session
+from nbhelpers.settings import LABEL_OWNER, LABEL_RUN, LABEL_SUITE, SUITE
+from nbhelpers.validate import label_value
+
+
+@dataclass
+class Inventory:
+    endpoints: list[Any] = field(default_factory=list)
+    models: list[Any] = field(default_factory=list)
+    bucket: Any = None
+
+    def describe(self) -> str:
+        lines = [f"endpoint {e.name} {e.display_name!r} "
+                 f"({len(e.gca_resource.deployed_models)} deployed model(s))"
+                 for e in self.endpoints]
+        lines += [f"model {m.name} {m.display_name!r}" for m in self.models]
+        if self.bucket is not None:
+            lines.append(f"bucket gs://{self.bucket.name}")
+        return "\n".join(lines) or "nothing labelled for this run"
+
+    def __len__(self) -> int:
+        return len(self.endpoints) + len(self.models) + (self.bucket is not None)
+
+
+def _ours(labels: dict[str, str], session: Session, whole_owner: bool) -> bool:
+    """Checked again in code, whatever the server-side filter returned."""
+    settings = session.settings
+    return (labels.get(LABEL_SUITE) == SUITE and labels.get(LABEL_OWNER) == settings.owner
+            and (whole_owner or labels.get(LABEL_RUN) == label_value(settings.run_id)))
+
+
+def find_resources(session: Session, *, whole_owner: bool = False,
+                   include_bucket: bool = False) -> Inventory:
+    """This run's labelled endpoints and models (or all of this owner's runs)."""
+    from google.cloud import aiplatform
+
+    query = session.settings.label_filter(whole_owner=whole_owner)
+    inventory = Inventory(
+        endpoints=[e for e in aiplatform.Endpoint.list(filter=query)
+                   if _ours(dict(e.labels), session, whole_owner)],
+        models=[m for m in aiplatform.Model.list(filter=query)
+                if _ours(dict(m.labels), session, whole_owner)],
+    )
+    if include_bucket:
+        bucket = session.storage_client().lookup_bucket(session.settings.bucket_name)
+        if bucket is not None and _ours(dict(bucket.labels or {}), session, whole_owner):
+            inventory.bucket = bucket
+    return inventory
+
+
+def _retry(action: Any, what: str, attempts: int = 6) -> None:
+    """A model can refuse deletion for a short while after its undeploy: retry with backoff."""
+    from google.api_core import exceptions
+
+    for attempt in range(attempts):
+        try:
+            action()
+            return
+        except exceptions.NotFound:
+            return
+        except (exceptions.FailedPrecondition, exceptions.BadRequest) as err:
+            if attempt == attempts - 1:
+                raise
+            print(f"  {what}: {err.message}; retrying in {2 ** attempt}s")
+            time.sleep(2 ** attempt)
+
+
+def cleanup(session: Session, *, dry_run: bool = True, whole_owner: bool = False,
+            delete_bucket: bool = False) -> Inventory:
+    """Undeploys and deletes this run's endpoints, then its models (and the bucket if asked and
+    created by the suite). With dry_run, only lists what would go."""
+    inventory = find_resources(session, whole_owner=whole_owner, include_bucket=delete_bucket)
+    verb = "Would delete" if dry_run else "Deleting"
+    print(f"{verb} {len(inventory)} resource(s):\n{inventory.describe()}")
+    if dry_run:
+        return inventory
+    for endpoint in inventory.endpoints:
+        _retry(lambda e=endpoint: e.delete(force=True), f"endpoint {endpoint.name}")
+    for model in inventory.models:
+        _retry(model.delete, f"model {model.name}")
+    if inventory.bucket is not None:
+        inventory.bucket.delete(force=True)
+    for key, record in list(session.state.deployments.items()):
+        if any(record.get("endpoint_name") == e.resource_name for e in inventory.endpoints):
+            session.state.forget_deployment(key)
+    session.state.update(cleaned_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return inventory

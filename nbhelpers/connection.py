@@ -1,0 +1,104 @@
+"""`connect()`: the one place that knows whether the suite talks to Google or the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from nbhelpers import settings as settings_module
+from nbhelpers.settings import Settings
+from nbhelpers.state import RunState, state_dir
+
+BANNER = (
+    "REHEARSAL MODE: talking to the local nbhelpers emulator at {url}. Nothing real is deployed "
+    "and no GPU is billed; replies come from a rehearsal engine, not from Llama. Use "
+    "backend='vertex' (or set GOOGLE_CLOUD_PROJECT and sign in to Google Cloud) for the real thing."
+)
+_in_process: Any = None  # the emulator this process started, when no URL was given
+
+
+@dataclass
+class Session:
+    settings: Settings
+    credentials: Any
+    state: RunState
+    emulator_url: str | None = None
+
+    @property
+    def is_emulator(self) -> bool:
+        return self.emulator_url is not None
+
+    def client_options(self) -> dict[str, str] | None:
+        """For Google API clients other than aiplatform and storage."""
+        return {"api_endpoint": self.emulator_url} if self.emulator_url else None
+
+    def rest_client(self, client_class: type) -> Any:
+        """A GAPIC client (Service Usage, Resource Manager) on the REST transport."""
+        return client_class(credentials=self.credentials, transport="rest",
+                            client_options=self.client_options())
+
+    def storage_client(self) -> Any:
+        from google.cloud import storage
+
+        return storage.Client(project=self.settings.project, credentials=self.credentials)
+
+
+def _emulator_url(settings: Settings) -> str:
+    global _in_process
+    url = os.environ.get("NBHELPERS_EMULATOR_URL")
+    if url:
+        return url.rstrip("/")
+    if _in_process is None:
+        from nbhelpers import emulator
+
+        _in_process = emulator.start(state_file=state_dir() / "emulator-state.json")
+    return _in_process.url
+
+
+def connect(
+    project: str = "",
+    region: str = "",
+    bucket_uri: str = "",
+    backend: str = "auto",
+    run_id: str = "",
+    owner: str = "",
+    *,
+    quiet: bool = False,
+) -> Session:
+    """Resolves settings, initialises aiplatform for the backend, and opens the run's state."""
+    resolved = settings_module.resolve(project, region, bucket_uri, backend, run_id, owner)
+    from google.cloud import aiplatform
+
+    if resolved.backend == "emulator":
+        from google.auth.credentials import AnonymousCredentials
+
+        url = _emulator_url(resolved)
+        with urllib.request.urlopen(url + "/emulator/info", timeout=10) as response:
+            info = json.loads(response.read())
+        if info.get("storage_url"):
+            os.environ["STORAGE_EMULATOR_HOST"] = info["storage_url"]
+        credentials = AnonymousCredentials()
+        aiplatform.init(project=resolved.project, location=resolved.region,
+                        api_endpoint=url, api_transport="rest", credentials=credentials,
+                        staging_bucket=resolved.bucket_uri)
+        if not quiet:
+            print(BANNER.format(url=url))
+    else:
+        import google.auth
+
+        url = None
+        credentials, _ = google.auth.default(
+            scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        aiplatform.init(project=resolved.project, location=resolved.region,
+                        credentials=credentials, staging_bucket=resolved.bucket_uri)
+    run_state = RunState(resolved.run_id)
+    run_state.update(project=resolved.project, region=resolved.region,
+                     bucket_uri=resolved.bucket_uri, backend=resolved.backend,
+                     owner=resolved.owner)
+    if not quiet:
+        print(f"project={resolved.project} region={resolved.region} "
+              f"bucket={resolved.bucket_uri} run_id={resolved.run_id} owner={resolved.owner}")
+    return Session(resolved, credentials, run_state, url)

@@ -1,0 +1,231 @@
+"""Deploy a catalog model to a Vertex AI endpoint with the vLLM container, idempotently.
+
+Re-running with the same run id reuses the live deployment instead of paying for a second one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nbhelpers import catalog, tokens, validate
+from nbhelpers.catalog import Hardware, ModelSpec
+from nbhelpers.connection import Session
+from nbhelpers.container import DEFAULT_TAG, ContainerSpec, VllmOptions, container_spec
+from nbhelpers.errors import ConfigError, DeploymentError
+
+
+@dataclass
+class DeploymentPlan:
+    """Everything a deployment will use, checked before any cloud call."""
+
+    model: ModelSpec
+    hardware: Hardware
+    options: VllmOptions
+    container: ContainerSpec
+    dedicated_endpoint: bool
+    weights_uri: str
+
+    def describe(self) -> str:
+        source = self.weights_uri or f"Hugging Face {self.model.hf_id}"
+        return "\n".join([
+            f"model:      {self.model.name} ({self.model.modality}, "
+            f"{'instruct' if self.model.instruct else 'base'})",
+            f"weights:    {source}",
+            f"hardware:   {self.hardware.describe()}",
+            f"endpoint:   {'dedicated' if self.dedicated_endpoint else 'shared'}",
+            f"container:  {self.container.image_uri}",
+            "vllm args:  " + " ".join(self.container.args[3:]),
+            f"env:        {self.container.public_env()}",
+        ])
+
+
+@dataclass
+class Deployment:
+    """A model serving on an endpoint, as recorded in the run's state file."""
+
+    key: str
+    model_name: str
+    endpoint_name: str
+    model_resource: str
+    deployed_model_id: str
+    machine_type: str
+    dedicated_endpoint: bool
+
+    @property
+    def endpoint_id(self) -> str:
+        return self.endpoint_name.split("/")[-1]
+
+    @property
+    def model(self) -> ModelSpec:
+        return catalog.get_model(self.model_name)
+
+    def endpoint(self) -> Any:
+        from google.cloud import aiplatform
+
+        return aiplatform.Endpoint(self.endpoint_name)
+
+
+def plan_deployment(
+    model: str | ModelSpec,
+    *,
+    machine_type: str = "",
+    options: VllmOptions | None = None,
+    weights_uri: str = "",
+    dedicated_endpoint: bool = False,
+    container_tag: str = DEFAULT_TAG,
+    family: str | None = None,
+    ask_for_token: bool = True,
+) -> DeploymentPlan:
+    """Validates the request and builds the container; raises ConfigError before any cloud call."""
+    spec = model if isinstance(model, ModelSpec) else catalog.get_model(model, family)
+    hardware = Hardware.for_machine(machine_type) if machine_type else spec.hardware
+    resolved = (options or VllmOptions()).resolved(spec, hardware.accelerator_count)
+    if weights_uri:
+        validate.gs_uri(weights_uri)
+    token = tokens.hf_token(required=spec.gated and not weights_uri, model_name=spec.name,
+                            ask=ask_for_token)
+    container = container_spec(spec, resolved, weights_uri=weights_uri or None, hf_token=token,
+                               tag=container_tag)
+    return DeploymentPlan(spec, hardware, resolved, container, dedicated_endpoint, weights_uri)
+
+
+def _progress(future: concurrent.futures.Future, what: str, started: float) -> None:
+    """Prints how long we have waited, less often as the wait grows (deploys take up to 1 h)."""
+    next_report = 10.0
+    while True:
+        try:
+            future.result(timeout=min(5.0, next_report))
+            return
+        except concurrent.futures.TimeoutError:
+            waited = time.monotonic() - started
+            if waited >= next_report:
+                print(f"  ... {int(waited // 60)}m{int(waited % 60):02d}s: still waiting for "
+                      f"{what}", flush=True)
+                next_report = next_report * 2 if next_report < 300 else next_report + 300
+
+
+def _find_live(session: Session, key: str) -> Deployment | None:
+    """The run's deployment of this model, if its endpoint still serves it."""
+    from google.api_core import exceptions
+    from google.cloud import aiplatform
+
+    record = session.state.deployments.get(key)
+    if not record:
+        return None
+    try:
+        endpoint = aiplatform.Endpoint(record["endpoint_name"])
+    except exceptions.NotFound:
+        session.state.forget_deployment(key)
+        return None
+    ids = {d.id for d in endpoint.gca_resource.deployed_models}
+    if record.get("deployed_model_id") in ids:
+        return Deployment(**{k: record[k] for k in Deployment.__dataclass_fields__})
+    return None
+
+
+def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> Deployment:
+    """Creates endpoint and model (both labelled) and deploys, or reuses the live deployment."""
+    from google.cloud import aiplatform
+
+    settings = session.settings
+    key = plan.model.slug
+    live = _find_live(session, key)
+    if live is not None:
+        print(f"Reusing the live deployment of {plan.model.name} on endpoint {live.endpoint_id} "
+              f"(run {settings.run_id}); nothing new is created or billed.")
+        return live
+
+    labels = settings.labels(**{"nbh-model": key})
+    display = validate.display_name(f"{key}-{validate.label_value(settings.run_id)}")[:128]
+    record = session.state.deployments.get(key) or {}
+    endpoint = None
+    if record.get("endpoint_name"):  # an earlier attempt left an empty endpoint: reuse it
+        try:
+            endpoint = aiplatform.Endpoint(record["endpoint_name"])
+        except Exception:
+            endpoint = None
+    if endpoint is None:
+        endpoint = aiplatform.Endpoint.create(
+            display_name=display, labels=labels,
+            dedicated_endpoint_enabled=plan.dedicated_endpoint)
+    session.state.record_deployment(key, {**record, "endpoint_name": endpoint.resource_name,
+                                          "status": "endpoint created"})
+    container = plan.container
+    model = aiplatform.Model.upload(
+        display_name=display,
+        serving_container_image_uri=container.image_uri,
+        serving_container_args=container.args,
+        serving_container_environment_variables=container.env,
+        serving_container_ports=[container.port],
+        serving_container_predict_route=container.predict_route,
+        serving_container_health_route=container.health_route,
+        serving_container_shared_memory_size_mb=container.shared_memory_mb,
+        serving_container_deployment_timeout=container.deployment_timeout_s,
+        labels=labels,
+    )
+    session.state.record_deployment(key, {**session.state.deployments[key],
+                                          "model_resource": model.resource_name,
+                                          "status": "model uploaded"})
+    hardware = plan.hardware
+    print(f"Deploying {plan.model.name} to endpoint {endpoint.name} on {hardware.describe()}. "
+          "On Vertex AI this takes 15-60 minutes (weights download, then vLLM loads them).",
+          flush=True)
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(
+            model.deploy, endpoint=endpoint, machine_type=hardware.machine_type,
+            accelerator_type=hardware.accelerator_type,
+            accelerator_count=hardware.accelerator_count,
+            service_account=session.state.get("service_account"),
+            deploy_request_timeout=timeout_s, sync=True,
+        )
+        try:
+            _progress(future, "the vLLM server to load the model and pass its health check",
+                      started)
+        except Exception as err:
+            session.state.record_deployment(key, {**session.state.deployments[key],
+                                                  "status": "failed"})
+            raise DeploymentError(
+                f"deploying {plan.model.name} failed: {tokens.redact(str(err))}\n"
+                f"Endpoint {endpoint.name} and model {model.name} are kept (without a deployed "
+                "model they cost nothing) so their logs can be read; the debugging notebook "
+                "reads them and the cleanup notebook deletes both."
+            ) from None
+    endpoint._sync_gca_resource()
+    deployed = [d for d in endpoint.gca_resource.deployed_models
+                if d.model.split("@")[0].endswith("/" + model.name)]
+    deployment = Deployment(key, plan.model.name, endpoint.resource_name, model.resource_name,
+                            deployed[-1].id, hardware.machine_type, plan.dedicated_endpoint)
+    session.state.record_deployment(key, {**asdict(deployment), "status": "deployed"})
+    print(f"Deployed in {time.monotonic() - started:.0f}s: endpoint {deployment.endpoint_id}.")
+    return deployment
+
+
+def reconnect(session: Session, endpoint_id: str) -> Deployment:
+    """A Deployment for an existing endpoint (an id or a full resource name)."""
+    from google.api_core import exceptions
+    from google.cloud import aiplatform
+
+    if not endpoint_id.strip():
+        raise ConfigError("endpoint_id is empty: give the endpoint's number or resource name")
+    try:
+        endpoint = aiplatform.Endpoint(endpoint_id.strip())
+    except exceptions.NotFound:
+        raise ConfigError(
+            f"endpoint {endpoint_id!r} not found in {session.settings.project}/"
+            f"{session.settings.region}; check the id and the region"
+        ) from None
+    deployed = list(endpoint.gca_resource.deployed_models)
+    if not deployed:
+        raise DeploymentError(f"endpoint {endpoint_id} has no deployed model to talk to")
+    model_resource = deployed[0].model.split("@")[0]
+    from google.cloud.aiplatform import Model
+
+    env = {e.name: e.value for e in Model(model_resource).gca_resource.container_spec.env}
+    spec = catalog.get_model(env.get("MODEL_ID", ""))
+    return Deployment(spec.slug, spec.name, endpoint.resource_name, model_resource,
+                      deployed[0].id, deployed[0].dedicated_resources.machine_spec.machine_type,
+                      bool(endpoint.gca_resource.dedicated_endpoint_enabled))
