@@ -116,11 +116,11 @@ def _find_live(session: Session, key: str) -> Deployment | None:
     if not record:
         return None
     try:
-        endpoint = aiplatform.Endpoint(record["endpoint_name"])
+        ids = {d.id for d in
+               aiplatform.Endpoint(record["endpoint_name"]).gca_resource.deployed_models}
     except exceptions.NotFound:
         session.state.forget_deployment(key)
         return None
-    ids = {d.id for d in endpoint.gca_resource.deployed_models}
     if record.get("deployed_model_id") in ids:
         return Deployment(**{k: record[k] for k in Deployment.__dataclass_fields__})
     return None
@@ -143,9 +143,12 @@ def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> 
     record = session.state.deployments.get(key) or {}
     endpoint = None
     if record.get("endpoint_name"):  # an earlier attempt left an empty endpoint: reuse it
+        from google.api_core import exceptions
+
         try:
             endpoint = aiplatform.Endpoint(record["endpoint_name"])
-        except Exception:
+            endpoint.gca_resource  # noqa: B018 - the SDK may fetch lazily
+        except exceptions.NotFound:
             endpoint = None
     if endpoint is None:
         endpoint = aiplatform.Endpoint.create(
@@ -213,12 +216,12 @@ def reconnect(session: Session, endpoint_id: str) -> Deployment:
         raise ConfigError("endpoint_id is empty: give the endpoint's number or resource name")
     try:
         endpoint = aiplatform.Endpoint(endpoint_id.strip())
+        deployed = list(endpoint.gca_resource.deployed_models)
     except exceptions.NotFound:
         raise ConfigError(
             f"endpoint {endpoint_id!r} not found in {session.settings.project}/"
             f"{session.settings.region}; check the id and the region"
         ) from None
-    deployed = list(endpoint.gca_resource.deployed_models)
     if not deployed:
         raise DeploymentError(f"endpoint {endpoint_id} has no deployed model to talk to")
     model_resource = deployed[0].model.split("@")[0]

@@ -27,20 +27,32 @@ def redact(text: str) -> str:
     return _HF_TOKEN_RE.sub("hf_<hidden>", text)
 
 
-class _RedactingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
+_factory_installed = False
+
+
+def _install_log_redaction() -> None:
+    """Scrubs secrets from every log record when it is created, whichever logger or handler
+    (a logger filter would miss records propagated from child loggers)."""
+    global _factory_installed
+    if _factory_installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):  # type: ignore[no-untyped-def]
+        record = previous(*args, **kwargs)
         message = record.getMessage()
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
-        return True
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _factory_installed = True
 
 
 def _remember(token: str) -> str:
     _known.add(token)
-    root = logging.getLogger()
-    if not any(isinstance(f, _RedactingFilter) for f in root.filters):
-        root.addFilter(_RedactingFilter())
+    _install_log_redaction()
     return token
 
 

@@ -84,7 +84,12 @@ def gs_uri(value: str, *, bucket_only: bool = False) -> tuple[str, str]:
             + ("" if bucket_only else "[/PATH]")
         )
     bucket, _, path = value[len("gs://"):].partition("/")
-    bucket_name(bucket)
+    try:
+        bucket_name(bucket)
+    except ConfigError as err:
+        raise ConfigError(
+            f"malformed Cloud Storage URI {value!r} (write gs://BUCKET/...): {err}"
+        ) from None
     if bucket_only and path.strip("/"):
         raise ConfigError(
             f"expected a bucket URI without a path, got {value!r}; use gs://{bucket}"

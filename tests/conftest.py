@@ -1,0 +1,43 @@
+"""Fixtures: an emulator in this process, spoken to over HTTP by the real SDKs."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from nbhelpers import emulator as emulator_module
+
+FAKE_TOKEN = "hf_testTokenThatMustNeverLeak123"
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    running = emulator_module.start(state_file=tmp_path / "emulator.json", deploy_seconds=0.2)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, emulator):
+    """Environment of a run against the emulator, with no Hugging Face token."""
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GOOGLE_CLOUD_PROJECT",
+                 "GOOGLE_CLOUD_REGION", "NBHELPERS_RUN_ID", "NBHELPERS_OWNER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NBHELPERS_BACKEND", "emulator")
+    monkeypatch.setenv("NBHELPERS_EMULATOR_URL", emulator.url)
+    monkeypatch.setenv("NBHELPERS_STATE_DIR", str(tmp_path / "state"))
+    return monkeypatch
+
+
+@pytest.fixture
+def session(env):
+    import nbhelpers
+
+    return nbhelpers.connect(project="test-project", run_id="run-a", owner="alice", quiet=True)
+
+
+def emulator_logs(emulator, endpoint_id: str) -> list[str]:
+    with urllib.request.urlopen(f"{emulator.url}/emulator/logs/{endpoint_id}") as response:
+        return json.loads(response.read())["lines"]

@@ -1,0 +1,66 @@
+import logging
+
+import pytest
+
+from nbhelpers import settings, tokens
+from nbhelpers.errors import ConfigError
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for name in ("NBHELPERS_BACKEND", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_REGION",
+                 "NBHELPERS_RUN_ID", "NBHELPERS_OWNER", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NBHELPERS_STATE_DIR", str(tmp_path))
+    return monkeypatch
+
+
+def test_environment_overrides_backend(clean_env):
+    clean_env.setenv("NBHELPERS_BACKEND", "emulator")
+    assert settings.resolve_backend("vertex", "p") == "emulator"
+    clean_env.setenv("NBHELPERS_BACKEND", "cloud")
+    with pytest.raises(ConfigError, match="unknown backend 'cloud'; choose one of 'auto'"):
+        settings.resolve_backend()
+
+
+def test_auto_without_project_is_emulator(clean_env):
+    assert settings.resolve_backend("auto", "") == "emulator"
+
+
+def test_resolve_defaults_and_labels(clean_env):
+    clean_env.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
+    clean_env.setenv("NBHELPERS_BACKEND", "emulator")
+    s = settings.resolve(run_id="Run 7", owner="Bob@Example.com")
+    assert (s.project, s.region, s.backend) == ("my-project", "us-central1", "emulator")
+    assert s.bucket_uri == "gs://my-project-llama-us-central1"
+    assert s.labels(**{"nbh-model": "llama-3-1-8b"}) == {
+        "nbh-suite": "vertex-llama", "nbh-run": "run-7", "nbh-owner": "bob-example-com",
+        "nbh-model": "llama-3-1-8b"}
+    assert s.label_filter() == ("labels.nbh-suite=vertex-llama AND "
+                                "labels.nbh-owner=bob-example-com AND labels.nbh-run=run-7")
+
+
+def test_resolve_rejects_bad_values(clean_env):
+    clean_env.setenv("NBHELPERS_BACKEND", "emulator")
+    with pytest.raises(ConfigError, match="unknown region"):
+        settings.resolve(region="mars-1")
+    with pytest.raises(ConfigError, match="malformed Cloud Storage URI"):
+        settings.resolve(bucket_uri="my-bucket")
+    clean_env.setenv("NBHELPERS_BACKEND", "vertex")
+    with pytest.raises(ConfigError, match="no project"):
+        settings.resolve()
+
+
+def test_token_from_environment_is_redacted_in_logs(clean_env, caplog):
+    clean_env.setenv("HF_TOKEN", "hf_abcdefghijklmnop")
+    assert tokens.hf_token(required=True) == "hf_abcdefghijklmnop"
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("some.sdk").info("sending %s", "hf_abcdefghijklmnop")
+    assert "hf_abcdefghijklmnop" not in caplog.text and "<hidden>" in caplog.text
+    assert tokens.redact("token hf_zzzzzzzzzz end") == "token hf_<hidden> end"
+
+
+def test_missing_token_for_gated_model_says_what_to_do(clean_env):
+    with pytest.raises(ConfigError, match="gated on Hugging Face.*HF_TOKEN.*weights_uri"):
+        tokens.hf_token(required=True, model_name="Llama-3.1-8B", ask=True)
+    assert tokens.hf_token(required=False) is None
