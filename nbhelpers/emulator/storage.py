@@ -1,5 +1,5 @@
 """Cloud Storage for the emulator: the PyPI gcp-storage-emulator, with bucket insert made to
-honour the requested location (it always answers "US" otherwise)."""
+honour the requested location and labels (it answers "US" and drops labels otherwise)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,23 @@ from pathlib import Path
 from typing import Any
 
 
-def _honour_location(insert: Any) -> Any:
-    def insert_with_location(request: Any, response: Any, storage: Any, *args: Any,
+def _honour_request(insert: Any) -> Any:
+    def insert_honouring_request(request: Any, response: Any, storage: Any, *args: Any,
                              **kwargs: Any) -> Any:
         result = insert(request, response, storage, *args, **kwargs)
         name, location = request.data.get("name"), request.data.get("location")
         bucket = storage.buckets.get(name)
-        if bucket and location and response.status != HTTPStatus.CONFLICT:
-            bucket["location"] = location.upper()
-            bucket["locationType"] = "region" if "-" in location else "multi-region"
+        if bucket and response.status != HTTPStatus.CONFLICT:
+            if location:
+                bucket["location"] = location.upper()
+                bucket["locationType"] = "region" if "-" in location else "multi-region"
+            if request.data.get("labels"):
+                bucket["labels"] = dict(request.data["labels"])
             storage._write_config_to_file()  # the library's own persistence
         return result
 
-    insert_with_location.wrapped = insert  # type: ignore[attr-defined]
-    return insert_with_location
+    insert_honouring_request.wrapped = insert  # type: ignore[attr-defined]
+    return insert_honouring_request
 
 
 def _patch_handlers() -> None:
@@ -32,7 +35,7 @@ def _patch_handlers() -> None:
     for _, methods in server.HANDLERS:
         post = methods.get(server.POST)
         if post is buckets.insert:
-            methods[server.POST] = _honour_location(post)
+            methods[server.POST] = _honour_request(post)
 
 
 def _free_port(host: str) -> int:

@@ -1,0 +1,112 @@
+"""setup -> deploy -> predict -> cleanup through nbhelpers, against the emulator over HTTP."""
+
+from __future__ import annotations
+
+import pytest
+from google.cloud import aiplatform
+
+import nbhelpers
+from nbhelpers.errors import ConfigError, DeploymentError
+from tests.conftest import FAKE_TOKEN
+
+
+def test_prepare_project_is_idempotent(session):
+    first = nbhelpers.prepare_project(session)
+    assert first.enabled_apis == ["aiplatform.googleapis.com", "compute.googleapis.com"]
+    assert first.bucket_created and first.bucket_uri == "gs://test-project-llama-us-central1"
+    assert first.service_account.endswith("-compute@developer.gserviceaccount.com")
+    assert first.service_account.split("-")[0].isdigit()
+    assert len(first.granted) == 3
+    second = nbhelpers.prepare_project(session)
+    assert second.enabled_apis == [] and len(second.already_enabled) == 2
+    assert not second.bucket_created and second.granted == []
+    bucket = session.storage_client().get_bucket(session.settings.bucket_name)
+    assert bucket.location == "US-CENTRAL1"
+    assert bucket.labels["nbh-owner"] == "alice"
+    assert session.state.get("service_account") == first.service_account
+
+
+def test_bucket_in_another_region_is_refused(env):
+    first = nbhelpers.connect(project="test-project", region="europe-west4",
+                              bucket_uri="gs://shared-bucket-eu", run_id="r1", quiet=True)
+    nbhelpers.prepare_project(first)
+    other = nbhelpers.connect(project="test-project", region="us-central1",
+                              bucket_uri="gs://shared-bucket-eu", run_id="r2", quiet=True)
+    with pytest.raises(ConfigError, match="is in EUROPE-WEST4, not in us-central1"):
+        nbhelpers.prepare_project(other)
+
+
+def _plan(model="Llama-3.1-8B-Instruct", **kwargs):
+    return nbhelpers.plan_deployment(model, family="llama3.1", ask_for_token=False, **kwargs)
+
+
+def test_deploy_reuse_predict_cleanup(session, env):
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    nbhelpers.prepare_project(session)
+    plan = _plan()
+    deployment = nbhelpers.deploy(session, plan)
+    endpoint = aiplatform.Endpoint(deployment.endpoint_name)
+    assert dict(endpoint.labels) == {"nbh-suite": "vertex-llama", "nbh-run": "run-a",
+                                     "nbh-owner": "alice", "nbh-model": "llama-3-1-8b-instruct"}
+    again = nbhelpers.deploy(session, plan)  # same run id: no second deployment
+    assert again.endpoint_name == deployment.endpoint_name
+    assert len(aiplatform.Endpoint.list()) == 1 and len(aiplatform.Model.list()) == 1
+
+    completions = nbhelpers.predict(deployment, ["What is a car?", "Why?"], max_tokens=12)
+    assert [c.prompt for c in completions] == ["What is a car?", "Why?"]
+    assert completions[0].raw.startswith("Prompt:\nWhat is a car?\nOutput:\n")
+    assert len(completions[0].text.split()) == 12 and "rehearsal" in completions[0].text
+
+    reconnected = nbhelpers.reconnect(session, deployment.endpoint_id)
+    assert reconnected.model_name == "Llama-3.1-8B-Instruct"
+
+    dry = nbhelpers.cleanup(session, dry_run=True)
+    assert len(dry) == 2 and len(nbhelpers.find_resources(session)) == 2
+    nbhelpers.cleanup(session, dry_run=False)
+    assert len(nbhelpers.find_resources(session)) == 0
+    assert aiplatform.Endpoint.list() == [] and aiplatform.Model.list() == []
+    assert session.state.deployments == {}
+
+
+def test_cleanup_never_touches_other_resources(session, env):
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    nbhelpers.deploy(session, _plan())
+    unlabelled = aiplatform.Endpoint.create(display_name="someone-elses")
+    labels = dict(session.settings.labels())
+    other_owner = aiplatform.Endpoint.create(display_name="bob",
+                                             labels={**labels, "nbh-owner": "bob"})
+    other_run = aiplatform.Endpoint.create(display_name="older",
+                                           labels={**labels, "nbh-run": "run-b"})
+    nbhelpers.cleanup(session, dry_run=False)
+    left = {e.display_name for e in aiplatform.Endpoint.list()}
+    assert left == {"someone-elses", "bob", "older"}
+    nbhelpers.cleanup(session, dry_run=False, whole_owner=True)
+    assert {e.display_name for e in aiplatform.Endpoint.list()} == {"someone-elses", "bob"}
+    assert unlabelled and other_owner and other_run
+
+
+def test_bad_input_fails_before_anything_is_created(session, env):
+    with pytest.raises(ConfigError, match="gated on Hugging Face"):
+        _plan()
+    with pytest.raises(ConfigError, match="unknown model 'Llama-3.1-9B'"):
+        _plan("Llama-3.1-9B")
+    with pytest.raises(ConfigError, match="malformed Cloud Storage URI"):
+        _plan(weights_uri="gs:/bucket/llama")
+    with pytest.raises(ConfigError, match="unknown machine type"):
+        _plan(machine_type="g2-standard-7")
+    assert _plan(weights_uri="gs://my-models/llama-3.1-8b").container.env.get("HF_TOKEN") is None
+    assert aiplatform.Endpoint.list() == [] and aiplatform.Model.list() == []
+
+
+def test_failed_deployment_is_reported_and_cleaned(session, env):
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    plan = _plan(options=nbhelpers.VllmOptions(extra_args=("--max-num-seqs=lots",)))
+    with pytest.raises(DeploymentError, match="Model server exited unexpectedly") as failure:
+        nbhelpers.deploy(session, plan)
+    assert FAKE_TOKEN not in str(failure.value)
+    assert session.state.deployments["llama-3-1-8b-instruct"]["status"] == "failed"
+    # A corrected retry reuses the kept endpoint rather than leaking another.
+    nbhelpers.deploy(session, _plan())
+    assert len(aiplatform.Endpoint.list()) == 1
+    nbhelpers.cleanup(session, dry_run=False)
+    assert len(nbhelpers.find_resources(session)) == 0

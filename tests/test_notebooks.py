@@ -1,0 +1,108 @@
+"""The notebooks executed headless by papermill against the emulator."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nbhelpers.runner import SUITE, run_suite
+from tests.conftest import FAKE_TOKEN
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+pytestmark = pytest.mark.notebooks
+
+
+def _outputs(path: Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    return "\n".join(
+        "".join(o.get("text", "")) + json.dumps(o.get("data", {})) + str(o.get("evalue", ""))
+        for c in cells for o in c.get("outputs", []))
+
+
+def _state(run_dir: Path) -> dict:
+    return json.loads((run_dir / "emulator-state.json").read_text())
+
+
+def test_setup_deploy_predict_cleanup(tmp_path, monkeypatch, capfd):
+    monkeypatch.delenv("NBHELPERS_EMULATOR_URL", raising=False)
+    results = run_suite(NOTEBOOKS, tmp_path, run_id="nb-run",
+                        parameters={"PROMPT": "Name three colours.", "MAX_TOKENS": 20},
+                        environment={"HF_TOKEN": FAKE_TOKEN})
+    assert [r.notebook for r in results] == list(SUITE)
+    assert all(r.ok for r in results), [r.error for r in results]
+    run_dir = tmp_path / "nb-run"
+    deployed = _outputs(run_dir / "01_deploy_llama31_text.ipynb")
+    assert "Prompt:\\nName three colours.\\nOutput:" not in deployed  # .text is the output part
+    assert "received a prompt of 19 characters" in deployed
+    replies = re.findall(r"\[rehearsal engine[^\n]*", deployed)
+    assert replies and all(len(r.split()) == 20 for r in replies)  # MAX_TOKENS honoured
+    assert "REHEARSAL MODE" in deployed
+    cleaned = _outputs(run_dir / "05_cleanup.ipynb")
+    assert "Deleting 2 resource(s)" in cleaned and "nothing labelled for this run" in cleaned
+    state = _state(run_dir)
+    assert state["endpoints"] == {} and state["models"] == {}
+    assert any(line for lines in state["logs"].values() for line in lines)
+    # The token was in the kernels' environment: it must be nowhere in what the run left.
+    captured = capfd.readouterr()
+    assert FAKE_TOKEN not in captured.out + captured.err
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("notebook, parameters, env, message", [
+    ("00_setup.ipynb", {"REGION": "us-central9"}, {}, "unknown region 'us-central9'"),
+    ("00_setup.ipynb", {"BUCKET_URI": "my-bucket"}, {}, "malformed Cloud Storage URI"),
+    ("01_deploy_llama31_text.ipynb", {"MODEL": "Llama-3.1-9B"}, {}, "unknown model"),
+    ("01_deploy_llama31_text.ipynb", {"WEIGHTS_URI": "gs:/nope"}, {},
+     "malformed Cloud Storage URI"),
+    ("01_deploy_llama31_text.ipynb", {}, {"HF_TOKEN": ""}, "gated on Hugging Face"),
+])
+def test_bad_input_is_refused_before_anything_is_created(tmp_path, emulator, notebook,
+                                                        parameters, env, message):
+    results = run_suite(NOTEBOOKS, tmp_path, notebooks=("00_setup.ipynb", notebook)
+                        if notebook != "00_setup.ipynb" else (notebook,),
+                        parameters=parameters, run_id="bad",
+                        environment={"NBHELPERS_EMULATOR_URL": emulator.url,
+                                     "HF_TOKEN": FAKE_TOKEN, **env})
+    assert not results[-1].ok and message in results[-1].error, results[-1].error
+    assert emulator.vertex.state.data["endpoints"] == {}
+    assert emulator.vertex.state.data["models"] == {}
+
+
+def test_bucket_in_another_region_is_refused(tmp_path, emulator, monkeypatch):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.storage_url)
+    storage.Client(project="p", credentials=AnonymousCredentials()).create_bucket(
+        "team-bucket-eu", location="europe-west4")
+    results = run_suite(NOTEBOOKS, tmp_path, notebooks=("00_setup.ipynb",), run_id="eu",
+                        parameters={"BUCKET_URI": "gs://team-bucket-eu"},
+                        environment={"NBHELPERS_EMULATOR_URL": emulator.url})
+    assert "is in EUROPE-WEST4, not in us-central1" in results[0].error
+
+
+def test_runner_refuses_a_token_as_parameter(tmp_path):
+    from nbhelpers.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="HF_TOKEN environment variable"):
+        run_suite(NOTEBOOKS, tmp_path, parameters={"PROMPT": "hf_abcdefghijklmnopq"})
+
+
+@pytest.mark.parametrize("notebook, expected", [
+    ("00_setup.ipynb", ["PROJECT_ID", "REGION", "BUCKET_URI", "BACKEND", "RUN_ID"]),
+    ("01_deploy_llama31_text.ipynb", ["MODEL", "WEIGHTS_URI", "PROMPT", "MAX_TOKENS"]),
+    ("05_cleanup.ipynb", ["DRY_RUN", "ALL_MY_RUNS", "DELETE_BUCKET"]),
+])
+def test_papermill_lists_the_parameters(notebook, expected):
+    listed = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook",
+                             str(NOTEBOOKS / notebook)], capture_output=True, text=True,
+                            check=True).stdout
+    for name in expected:
+        assert f"  {name}: " in listed, listed
