@@ -19,10 +19,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m nbhelpers demo
 
-## Lint, unit tests, emulator-backed SDK tests, notebooks under papermill and nbval.
+## Lint, unit tests, emulator-backed SDK tests, notebooks under papermill, then nbval over the
+## notebooks with the emulator chosen through the environment (a throwaway state dir and token).
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
-	NBHELPERS_BACKEND=emulator $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks
+	state=$$(mktemp -d) && NBHELPERS_BACKEND=emulator NBHELPERS_STATE_DIR=$$state \
+	  NBHELPERS_RUN_ID=nbval HF_TOKEN=hf_rehearsalOnlyNotARealToken NBHELPERS_EMULATOR_URL= \
+	  $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks; \
+	  status=$$?; rm -rf $$state; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check nbhelpers tests
