@@ -6,6 +6,7 @@ import json
 import os
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nbhelpers import settings as settings_module
@@ -46,6 +47,19 @@ class Session:
         return storage.Client(project=self.settings.project, credentials=self.credentials)
 
 
+def _trust_emulator_certificate(ca_file: str) -> None:
+    """Dedicated endpoints are called over https; trust the emulator's self-signed certificate
+    in addition to the usual authorities (requests and httpx read these variables)."""
+    import certifi
+
+    base = os.environ.get("NBHELPERS_BASE_CA_BUNDLE") or os.environ.get(
+        "REQUESTS_CA_BUNDLE") or certifi.where()
+    os.environ.setdefault("NBHELPERS_BASE_CA_BUNDLE", base)
+    bundle = Path(ca_file).with_name("emulator-ca-bundle.pem")
+    bundle.write_text(Path(base).read_text() + "\n" + Path(ca_file).read_text())
+    os.environ["REQUESTS_CA_BUNDLE"] = os.environ["SSL_CERT_FILE"] = str(bundle)
+
+
 def _emulator_url(settings: Settings) -> str:
     global _in_process
     url = os.environ.get("NBHELPERS_EMULATOR_URL")
@@ -80,6 +94,8 @@ def connect(
             info = json.loads(response.read())
         if info.get("storage_url"):
             os.environ["STORAGE_EMULATOR_HOST"] = info["storage_url"]
+        if info.get("ca_file"):
+            _trust_emulator_certificate(info["ca_file"])
         credentials = AnonymousCredentials()
         aiplatform.init(project=resolved.project, location=resolved.region,
                         api_endpoint=url, api_transport="rest", credentials=credentials,

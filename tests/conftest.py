@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 
 import pytest
@@ -25,6 +26,13 @@ def env(monkeypatch, tmp_path, emulator):
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GOOGLE_CLOUD_PROJECT",
                  "GOOGLE_CLOUD_REGION", "NBHELPERS_RUN_ID", "NBHELPERS_OWNER"):
         monkeypatch.delenv(name, raising=False)
+    # connect() sets these for the emulator; monkeypatch restores them after each test.
+    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "STORAGE_EMULATOR_HOST"):
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("NBHELPERS_BASE_CA_BUNDLE", raising=False)
     monkeypatch.setenv("NBHELPERS_BACKEND", "emulator")
     monkeypatch.setenv("NBHELPERS_EMULATOR_URL", emulator.url)
     monkeypatch.setenv("NBHELPERS_STATE_DIR", str(tmp_path / "state"))

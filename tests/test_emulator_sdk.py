@@ -173,3 +173,33 @@ def test_bucket_location_is_honoured(emulator, monkeypatch):
     client = storage.Client(project="p", credentials=AnonymousCredentials())
     client.create_bucket("regional-bucket", location="europe-west4")
     assert client.get_bucket("regional-bucket").location == "EUROPE-WEST4"
+
+
+def test_emulator_command_serves_until_stopped(tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nbhelpers", "emulator", "--host", "127.0.0.1", "--port",
+         str(port), "--state", str(tmp_path / "cli.json")], stdout=subprocess.PIPE, text=True)
+    try:
+        banner = process.stdout.readline()
+        assert "rehearsal only" in banner and f"127.0.0.1:{port}" in banner
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/emulator/info") as reply:
+                    assert json.loads(reply.read())["emulator"] == "nbhelpers"
+                    break
+            except urllib.error.URLError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0

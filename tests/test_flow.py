@@ -110,3 +110,14 @@ def test_failed_deployment_is_reported_and_cleaned(session, env):
     assert len(aiplatform.Endpoint.list()) == 1
     nbhelpers.cleanup(session, dry_run=False)
     assert len(nbhelpers.find_resources(session)) == 0
+
+
+def test_dedicated_endpoint_is_served_over_https(session, env):
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    deployment = nbhelpers.deploy(session, _plan(dedicated_endpoint=True))
+    endpoint = deployment.endpoint()
+    assert endpoint.gca_resource.dedicated_endpoint_enabled
+    assert endpoint.gca_resource.dedicated_endpoint_dns.startswith("127.0.0.1:")
+    completion = nbhelpers.predict(deployment, "Over TLS?", max_tokens=4)[0]
+    assert completion.raw.startswith("Prompt:\nOver TLS?\nOutput:\n")
+    nbhelpers.cleanup(session, dry_run=False)

@@ -4,6 +4,7 @@ unmodified Google SDKs. Nothing it serves is a model: replies come from a rehear
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ def start(
     other processes and restarted kernels see them."""
     if deploy_seconds is None:
         deploy_seconds = float(os.environ.get("NBHELPERS_EMULATOR_DEPLOY_SECONDS", "0.5"))
-    vertex = VertexEmulator(state_file, deploy_seconds=deploy_seconds).start(host, port)
+    tls_dir = Path(state_file).parent if state_file else Path(tempfile.mkdtemp(prefix="nbh-"))
+    vertex = VertexEmulator(state_file, deploy_seconds=deploy_seconds).start(host, port, tls_dir)
     storage_server = None
     if storage:
         from nbhelpers.emulator.storage import start_storage

@@ -112,6 +112,9 @@ class VertexEmulator:
         self.deploy_seconds = deploy_seconds
         self.replicas: dict[str, Replica] = {}
         self._server: ThreadingHTTPServer | None = None
+        self._tls_server: ThreadingHTTPServer | None = None
+        self.ca_file: str | None = None
+        self.dedicated_dns: str | None = None
         from nbhelpers.catalog import MODELS
 
         self._catalog = MODELS
@@ -146,7 +149,10 @@ class VertexEmulator:
         self._restart_replicas()
 
     # --- lifecycle ---------------------------------------------------------------------
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> VertexEmulator:
+    def start(self, host: str = "127.0.0.1", port: int = 0,
+              tls_dir: Path | None = None) -> VertexEmulator:
+        """Serves HTTP on (host, port); with `tls_dir`, also HTTPS on 127.0.0.1 for dedicated
+        endpoints, with a self-signed certificate kept in that folder."""
         emulator = self
 
         class Handler(_Handler):
@@ -156,6 +162,22 @@ class VertexEmulator:
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True,
                          name="vertex-emulator").start()
+        if tls_dir is not None:
+            from nbhelpers.emulator.tls import make_certificate, server_context
+
+            cert, key = make_certificate(tls_dir)
+            self._tls_server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            self._tls_server.daemon_threads = True
+            self._tls_server.socket = server_context(cert, key).wrap_socket(
+                self._tls_server.socket, server_side=True)
+            threading.Thread(target=self._tls_server.serve_forever, daemon=True,
+                             name="vertex-emulator-tls").start()
+            self.ca_file = str(cert)
+            self.dedicated_dns = f"127.0.0.1:{self._tls_server.server_address[1]}"
+            with self.state.lock:  # ports change between runs: point kept endpoints here
+                for endpoint in self.state.data["endpoints"].values():
+                    if endpoint.get("dedicatedEndpointEnabled"):
+                        endpoint["dedicatedEndpointDns"] = self.dedicated_dns
         return self
 
     @property
@@ -168,10 +190,11 @@ class VertexEmulator:
         for replica in self.replicas.values():
             replica.stop()
         self.replicas.clear()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+        self._server = self._tls_server = None
 
     # --- helpers -----------------------------------------------------------------------
     def _parent(self, project: str, location: str) -> str:
@@ -222,7 +245,9 @@ class VertexEmulator:
             endpoint["description"] = body["description"]
         if body.get("dedicatedEndpointEnabled"):
             endpoint["dedicatedEndpointEnabled"] = True
-            endpoint["dedicatedEndpointDns"] = (
+            # Real DNS names look like E.REGION-NUMBER.prediction.vertexai.goog; ours must be
+            # reachable, so it is the HTTPS listener on 127.0.0.1.
+            endpoint["dedicatedEndpointDns"] = self.dedicated_dns or (
                 f"{name.split('/')[-1]}.{location}-{project_number(project)}"
                 ".prediction.vertexai.goog")
         with self.state.lock:
@@ -477,7 +502,8 @@ class VertexEmulator:
 
     # --- emulator's own ------------------------------------------------------------------
     def info(self, body, **_):
-        return {"emulator": "nbhelpers", "storage_url": self.storage_url}
+        return {"emulator": "nbhelpers", "storage_url": self.storage_url,
+                "ca_file": self.ca_file, "dedicated_dns": self.dedicated_dns}
 
     def endpoint_logs(self, body, eid, **_):
         lines = [line for name, logs in self.state.data["logs"].items()
