@@ -12,11 +12,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from nbhelpers.emulator.httpbase import JsonHandler
 from nbhelpers.emulator.vllm import Replica, StartupFailure, check_engine, parse_args
 
 PREDICT_PAYLOAD_LIMIT = 1_572_864
@@ -228,6 +229,20 @@ class VertexEmulator:
             raise ApiError(404, f'The Model "{name}" does not exist.')
         return model
 
+    def _list(self, collection: str, project: str, location: str,
+              query: dict[str, str]) -> dict[str, Any]:
+        terms = parse_filter(query.get("filter", ""))
+        parent = self._parent(project, location) + "/"
+        found = [r for n, r in self.state.data[collection].items()
+                 if n.startswith(parent) and _matches(r, terms)]
+        return {collection: found} if found else {}
+
+    def _remove(self, collection: str, resource: dict[str, Any]) -> dict[str, Any]:
+        with self.state.lock:
+            del self.state.data[collection][resource["name"]]
+            self.state.save()
+        return self._operation(resource["name"], {"@type": EMPTY})
+
     def log(self, endpoint_name: str, lines: list[str]) -> None:
         with self.state.lock:
             self.state.data["logs"].setdefault(endpoint_name, []).extend(lines)
@@ -256,11 +271,7 @@ class VertexEmulator:
         return self._operation(name, {"@type": V1 + "Endpoint", **endpoint})
 
     def list_endpoints(self, body, project, location, query, **_):
-        terms = parse_filter(query.get("filter", ""))
-        parent = self._parent(project, location) + "/"
-        found = [e for n, e in self.state.data["endpoints"].items()
-                 if n.startswith(parent) and _matches(e, terms)]
-        return {"endpoints": found} if found else {}
+        return self._list("endpoints", project, location, query)
 
     def get_endpoint(self, body, project, location, eid, **_):
         return self._endpoint(project, location, eid)
@@ -270,10 +281,7 @@ class VertexEmulator:
         if endpoint["deployedModels"]:
             raise ApiError(400, f"Endpoint {endpoint['name']} has deployed models; undeploy "
                            "them before deleting the endpoint.", "FAILED_PRECONDITION")
-        with self.state.lock:
-            del self.state.data["endpoints"][endpoint["name"]]
-            self.state.save()
-        return self._operation(endpoint["name"], {"@type": EMPTY})
+        return self._remove("endpoints", endpoint)
 
     # --- models ------------------------------------------------------------------------
     def upload_model(self, body, project, location, **_):
@@ -298,11 +306,7 @@ class VertexEmulator:
                                       "modelVersionId": "1"})
 
     def list_models(self, body, project, location, query, **_):
-        terms = parse_filter(query.get("filter", ""))
-        parent = self._parent(project, location) + "/"
-        found = [m for n, m in self.state.data["models"].items()
-                 if n.startswith(parent) and _matches(m, terms)]
-        return {"models": found} if found else {}
+        return self._list("models", project, location, query)
 
     def get_model(self, body, project, location, mid, **_):
         return self._model(project, location, mid)
@@ -313,10 +317,7 @@ class VertexEmulator:
             raise ApiError(400, f"Model {model['name']} is deployed to "
                            f"{model['deployedModels'][0]['endpoint']}; undeploy it first.",
                            "FAILED_PRECONDITION")
-        with self.state.lock:
-            del self.state.data["models"][model["name"]]
-            self.state.save()
-        return self._operation(model["name"], {"@type": EMPTY})
+        return self._remove("models", model)
 
     # --- deploy ------------------------------------------------------------------------
     def deploy_model(self, body, project, location, eid, **_):
@@ -528,19 +529,8 @@ def _forward(url: str, body: dict[str, Any]) -> tuple[int, Any]:
         return err.code, json.loads(err.read() or b"{}")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     owner: VertexEmulator
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send_json(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _dispatch(self, method: str) -> None:
         parts = urlsplit(self.path)
@@ -559,14 +549,14 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(404, f"The requested URL {path} was not found on this server "
                                "(nbhelpers emulator).")
         except ApiError as err:
-            return self._send_json(err.http_status, {"error": {
+            return self.send_json(err.http_status, {"error": {
                 "code": err.http_status, "message": err.message, "status": err.status}})
         except json.JSONDecodeError as err:
-            return self._send_json(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT",
+            return self.send_json(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT",
                                                    "message": f"Invalid JSON payload: {err}"}})
         if isinstance(result, _Proxy):
             return self._proxy(result)
-        self._send_json(200, result)
+        self.send_json(200, result)
 
     def _proxy(self, proxy: _Proxy) -> None:
         request = urllib.request.Request(proxy.url, json.dumps(proxy.body).encode(),

@@ -8,10 +8,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from nbhelpers.emulator import rehearsal
+from nbhelpers.emulator.httpbase import JsonHandler
 
 VLLM_MODULES = ("vllm.entrypoints.api_server", "vllm.entrypoints.openai.api_server")
 PROG = "api_server.py"
@@ -252,42 +253,31 @@ def _message_text(message: Any) -> str:
     return str(content or "")
 
 
-class _ReplicaHandler(BaseHTTPRequestHandler):
+class _ReplicaHandler(JsonHandler):
     owner: Replica
-
-    def log_message(self, *args: Any) -> None:  # quiet: the emulator keeps its own logs
-        pass
-
-    def _send(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self) -> None:
         if self.path == self.owner.health_route:
-            self._send(200, {})
+            self.send_json(200, {})
         else:
-            self._send(404, {"detail": "Not Found"})
+            self.send_json(404, {"detail": "Not Found"})
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
         except json.JSONDecodeError as exc:
-            return self._send(400, {"error": f"invalid JSON: {exc}"})
+            return self.send_json(400, {"error": f"invalid JSON: {exc}"})
         if self.path == self.owner.predict_route:
-            return self._send(*self.owner.predict(body))
+            return self.send_json(*self.owner.predict(body))
         if self.path == "/v1/chat/completions":
             status, result = self.owner.chat(body)
             if status != 200:
-                return self._send(status, result)
+                return self.send_json(status, result)
             if body.get("stream"):
                 return self._stream(result, body)
-            return self._send(200, _completion(result, self.owner.model_id))
-        self._send(404, {"detail": "Not Found"})
+            return self.send_json(200, _completion(result, self.owner.model_id))
+        self.send_json(404, {"detail": "Not Found"})
 
     def _stream(self, generation: rehearsal.Generation, body: dict[str, Any]) -> None:
         self.send_response(200)
