@@ -58,11 +58,11 @@ def _log(level: str, where: str, message: str) -> str:
 def parse_args(args: list[str]) -> dict[str, Any]:
     """Parses container args the way vLLM's argparse does; raises StartupFailure."""
     usage = f"usage: {PROG} [-h] [--host HOST] [--port PORT] [--model MODEL] ..."
-    if len(args) < 3 or args[:2] != ["python", "-m"] or args[2] not in VLLM_MODULES:
-        return _fail([f"/usr/bin/python: No module named {args[2] if len(args) > 2 else ''!r}"
-                      if len(args) > 2 and args[:2] == ["python", "-m"]
-                      else f"container args must start with python -m {VLLM_MODULES[0]}, "
-                      f"got {args[:3]!r}"])
+    if len(args) < 3 or args[:2] != ["python", "-m"]:
+        _fail([f"container args must start with 'python -m {VLLM_MODULES[0]}', "
+               f"got {args[:3]!r}"])
+    if args[2] not in VLLM_MODULES:
+        _fail([f"/usr/bin/python: No module named {args[2]}"])
     values: dict[str, Any] = {}
     unknown: list[str] = []
     rest = list(args[3:])
