@@ -361,7 +361,11 @@ class VertexEmulator:
                           predict_route=spec.get("predictRoute", "/predict"),
                           health_route=spec.get("healthRoute", "/health"),
                           chat_template=catalog_entry.instruct if catalog_entry else True)
-        return replica.start(), lines
+        replica.start()
+        if not _healthy(replica.url + replica.health_route):
+            replica.stop()
+            raise StartupFailure([*lines, f"health check {replica.health_route} never passed"])
+        return replica, lines
 
     def _finish_deploy(self, op_name, endpoint_name, model_name, deployed, traffic) -> None:
         time.sleep(self.deploy_seconds)
@@ -517,6 +521,19 @@ class _Proxy:
 
     def __init__(self, url: str, body: dict[str, Any]):
         self.url, self.body = url, body
+
+
+def _healthy(url: str, attempts: int = 20) -> bool:
+    """Vertex AI sends traffic only once the container's health route answers 200."""
+    for _ in range(attempts):
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
 
 
 def _forward(url: str, body: dict[str, Any]) -> tuple[int, Any]:
