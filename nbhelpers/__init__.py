@@ -18,7 +18,10 @@ _EXPORTS = {
     "prepare_project": "prepare",
     "plan_deployment": "deploy", "deploy": "deploy", "reconnect": "deploy",
     "Deployment": "deploy",
-    "predict": "predict",
+    "predict": "predict", "predict_image": "predict",
+    "chat": "chat", "chat_client": "chat",
+    "predict_many": "batch", "chat_many": "batch",
+    "to_data_url": "images", "load_image": "images", "sample_image": "images",
     "find_resources": "cleanup", "cleanup": "cleanup",
     "model_picker": "widgets",
 }  # fmt: skip

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def _emulator(args: argparse.Namespace) -> int:
     from nbhelpers import emulator
 
-    running = emulator.start(args.host, args.port, args.state, deploy_seconds=args.deploy_seconds)
+    running = emulator.start(args.host, args.port, args.state, deploy_seconds=args.deploy_seconds,
+                             service_seconds=args.service_seconds)
     print(f"nbhelpers emulator (rehearsal only: nothing real is deployed) serving Vertex AI at "
           f"{running.url}, Cloud Storage at {running.storage_url}", flush=True)
     print(f"  export NBHELPERS_BACKEND=emulator NBHELPERS_EMULATOR_URL={running.url}", flush=True)
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     emu.add_argument("--state", default=None, help="JSON file that keeps resources across runs")
     emu.add_argument("--deploy-seconds", type=float, default=2.0,
                      help="how long a deployment takes to become ready")
+    emu.add_argument("--service-seconds", type=float, default=0.0,
+                     help="time each request takes in a replica (max_num_seqs run at once)")
     emu.set_defaults(func=_emulator)
     demo = commands.add_parser("demo", help="run setup -> deploy -> predict -> cleanup headless")
     demo.add_argument("--out", default=str(ROOT / "runs"))

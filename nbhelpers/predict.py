@@ -71,3 +71,41 @@ def predict(
     response = endpoint.predict(instances=instances)
     return [Completion(p, parse_output(str(raw)), str(raw))
             for p, raw in zip(batch, response.predictions, strict=True)]
+
+
+def vision_prompt(question: str, *, instruct: bool) -> str:
+    """Llama 3.2 Vision's prompt format: the image token, then the text (Instruct models wrap
+    it in their chat headers)."""
+    if instruct:
+        return ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|image|>"
+                f"{question}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    return f"<|begin_of_text|><|image|>{question}"
+
+
+def predict_image(
+    deployment: Any,
+    image: Any,
+    question: str,
+    *,
+    max_tokens: int = 128,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 1,
+    raw_response: bool = False,
+) -> Completion:
+    """Asks a Llama 3.2 Vision deployment about one image through the predict route; the image
+    (URL, path, bytes or PIL) is sent as a data URL in `multi_modal_data`."""
+    from nbhelpers import images
+
+    model = deployment.model
+    if model.modality != "vision":
+        raise ConfigError(f"{model.name} is a text model; deploy a Llama 3.2 Vision model to "
+                          "ask about images")
+    prompt = vision_prompt(question, instruct=model.instruct)
+    instance = build_instance(prompt, max_tokens=max_tokens, temperature=temperature,
+                              top_p=top_p, top_k=top_k, raw_response=raw_response)
+    instance["multi_modal_data"] = {"image": images.to_data_url(image)}
+    images.check_payload({"instances": [instance]})
+    response = deployment.endpoint().predict(instances=[instance])
+    raw = str(response.predictions[0])
+    return Completion(prompt, parse_output(raw), raw)

@@ -38,13 +38,15 @@ def start(
     *,
     storage: bool = True,
     deploy_seconds: float | None = None,
+    service_seconds: float = 0.0,
 ) -> RunningEmulator:
     """Starts the emulator in this process (threads); with `state_file`, resources persist so
     other processes and restarted kernels see them."""
     if deploy_seconds is None:
         deploy_seconds = float(os.environ.get("NBHELPERS_EMULATOR_DEPLOY_SECONDS", "0.5"))
     tls_dir = Path(state_file).parent if state_file else Path(tempfile.mkdtemp(prefix="nbh-"))
-    vertex = VertexEmulator(state_file, deploy_seconds=deploy_seconds).start(host, port, tls_dir)
+    vertex = VertexEmulator(state_file, deploy_seconds=deploy_seconds,
+                            service_seconds=service_seconds).start(host, port, tls_dir)
     storage_server = None
     if storage:
         from nbhelpers.emulator.storage import start_storage

@@ -108,9 +108,13 @@ class VertexEmulator:
     """The HTTP server and the behaviour behind it. `deploy_seconds` is how long a deployment
     takes before it is ready (real ones take up to an hour)."""
 
-    def __init__(self, state_file: str | Path | None = None, deploy_seconds: float = 0.5):
+    def __init__(self, state_file: str | Path | None = None, deploy_seconds: float = 0.5,
+                 service_seconds: float = 0.0):
         self.state = State(Path(state_file) if state_file else None)
         self.deploy_seconds = deploy_seconds
+        self.service_seconds = service_seconds  # per request, in each replica
+        self.faults: list[dict[str, Any]] = []  # injected errors for serving calls
+        self.expired_tokens: set[str] = set()
         self.replicas: dict[str, Replica] = {}
         self._server: ThreadingHTTPServer | None = None
         self._tls_server: ThreadingHTTPServer | None = None
@@ -143,6 +147,8 @@ class VertexEmulator:
             ("POST", r"/v3/projects/(?P<project>[^/:]+):getIamPolicy", self.get_iam_policy),
             ("POST", r"/v3/projects/(?P<project>[^/:]+):setIamPolicy", self.set_iam_policy),
             ("GET", r"/emulator/info", self.info),
+            ("POST", r"/emulator/faults", self.inject_fault),
+            ("POST", r"/emulator/expired-tokens", self.expire_token),
             ("GET", r"/emulator/logs/(?P<eid>[^/]+)", self.endpoint_logs),
         ):
             self.routes.append((method, re.compile(pattern + r"$"), func))
@@ -357,10 +363,14 @@ class VertexEmulator:
         lines = check_engine(values, env, gpu_count, gated)
         model_id = env.get("MODEL_ID") or values.get("model", "")
         catalog_entry = next((m for m in self._catalog.values() if m.hf_id == model_id), None)
+        vision = catalog_entry is not None and catalog_entry.modality == "vision"
         replica = Replica(model_id=values.get("model", model_id),
                           predict_route=spec.get("predictRoute", "/predict"),
                           health_route=spec.get("healthRoute", "/health"),
-                          chat_template=catalog_entry.instruct if catalog_entry else True)
+                          chat_template=catalog_entry.instruct if catalog_entry else True,
+                          images_per_prompt=_image_limit(values, vision),
+                          max_num_seqs=values.get("max-num-seqs", 256),
+                          service_seconds=self.service_seconds)
         replica.start()
         if not _healthy(replica.url + replica.health_route):
             replica.stop()
@@ -446,7 +456,37 @@ class VertexEmulator:
         chosen = max(live, key=lambda d: split.get(d["id"], 0))
         return chosen, self.replicas[chosen["id"]]
 
-    def predict(self, body, project, location, eid, raw_length=0, **_):
+    def _admit(self, headers: Any) -> None:
+        """What the serving front end checks first: the access token, then injected faults."""
+        token = (headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+        if token and token in self.expired_tokens:
+            raise ApiError(401, "Request had invalid authentication credentials. Expected OAuth "
+                           "2 access token, login cookie or other valid authentication "
+                           "credential.", "UNAUTHENTICATED")
+        with self.state.lock:
+            fault = self.faults[0] if self.faults else None
+            if fault:
+                fault["count"] -= 1
+                if fault["count"] <= 0:
+                    self.faults.pop(0)
+        if fault:
+            raise ApiError(fault["status"], fault["message"])
+
+    def inject_fault(self, body, **_):
+        status = int(body.get("status", 503))
+        default = {503: "Took too long to respond.", 429: "Rate of traffic exceeds serving "
+                   "capacity. Decrease your rate or check your quota."}
+        with self.state.lock:
+            self.faults.append({"status": status, "count": int(body.get("count", 1)),
+                                "message": body.get("message") or default.get(status, "error")})
+        return {"faults": self.faults}
+
+    def expire_token(self, body, **_):
+        self.expired_tokens.add(str(body["token"]))
+        return {}
+
+    def predict(self, body, project, location, eid, raw_length=0, headers=None, **_):
+        self._admit(headers or {})
         if raw_length > PREDICT_PAYLOAD_LIMIT:
             raise ApiError(400, f"Request payload size exceeds the limit: "
                            f"{PREDICT_PAYLOAD_LIMIT} bytes.")
@@ -459,7 +499,8 @@ class VertexEmulator:
         return {"predictions": payload.get("predictions", []), "deployedModelId": deployed["id"],
                 "model": deployed["model"], "modelVersionId": "1"}
 
-    def chat(self, body, project, location, eid, **_):
+    def chat(self, body, project, location, eid, headers=None, **_):
+        self._admit(headers or {})
         _, replica = self._serving(self._endpoint(project, location, eid))
         return _Proxy(replica.url + "/v1/chat/completions", body)
 
@@ -523,6 +564,13 @@ class _Proxy:
         self.url, self.body = url, body
 
 
+def _image_limit(values: dict[str, Any], vision: bool) -> int:
+    """vLLM's --limit-mm-per-prompt (`image=N` or JSON); Llama 3.2 Vision defaults to 1."""
+    text = str(values.get("limit-mm-per-prompt") or "")
+    match = re.search(r'image"?\s*[=:]\s*(\d+)', text)
+    return int(match.group(1)) if match else (1 if vision else 0)
+
+
 def _healthy(url: str, attempts: int = 20) -> bool:
     """Vertex AI sends traffic only once the container's health route answers 200."""
     for _ in range(attempts):
@@ -560,7 +608,8 @@ class _Handler(JsonHandler):
             for route_method, pattern, func in self.owner.routes:
                 match = pattern.match(path)
                 if match and route_method == method:
-                    result = func(body, query=query, raw_length=len(raw), **match.groupdict())
+                    result = func(body, query=query, raw_length=len(raw),
+                                  headers=self.headers, **match.groupdict())
                     break
             else:
                 raise ApiError(404, f"The requested URL {path} was not found on this server "

@@ -166,14 +166,22 @@ def check_engine(values: dict[str, Any], env: dict[str, str], gpu_count: int,
 
 @dataclass
 class Replica:
-    """One serving replica: a real HTTP server on 127.0.0.1 with the container's routes."""
+    """One serving replica: a real HTTP server on 127.0.0.1 with the container's routes.
+
+    Like vLLM it runs at most `max_num_seqs` requests at once (others wait their turn), each
+    taking `service_seconds`, so load behaves like a real server's.
+    """
 
     model_id: str  # what the container serves (the --model value)
     predict_route: str
     health_route: str
     chat_template: bool
+    images_per_prompt: int = 0  # vLLM's limit_mm_per_prompt for images (mllama: 1)
+    max_num_seqs: int = 256
+    service_seconds: float = 0.0
     log: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
+    _slots: threading.BoundedSemaphore | None = None
 
     @property
     def url(self) -> str:
@@ -187,8 +195,10 @@ class Replica:
         class Handler(_ReplicaHandler):
             owner = replica
 
+        self._slots = threading.BoundedSemaphore(self.max_num_seqs)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self._server.request_queue_size = 1024
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -197,6 +207,11 @@ class Replica:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def serve_slot(self) -> Any:
+        """Held while a request is being served (a sequence in vLLM's running batch)."""
+        assert self._slots is not None
+        return self._slots
 
     # --- the container's protocol -------------------------------------------------------
     def predict(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -210,6 +225,15 @@ class Replica:
             extra = ""
             if instance.get("dynamic-lora"):
                 extra = f" with LoRA adapter {instance['dynamic-lora']}"
+            image = (instance.get("multi_modal_data") or {}).get("image")
+            if image is not None:
+                if self.images_per_prompt < 1:
+                    return 400, {"error": f"{self.model_id} is not a multimodal model: "
+                                 "multi_modal_data is not accepted"}
+                described = describe_image(image)
+                if described.startswith("error:"):
+                    return 400, {"error": described[len("error:"):].strip()}
+                extra += f" and {described}"
             generation = rehearsal.generate(
                 self.model_id, instance["prompt"], max_tokens=_int(instance.get("max_tokens")),
                 temperature=instance.get("temperature"), top_p=instance.get("top_p"),
@@ -222,24 +246,64 @@ class Replica:
         return 200, {"predictions": predictions}
 
     def chat(self, body: dict[str, Any]) -> tuple[int, Any]:
-        if not self.chat_template:
+        def error(message: str) -> tuple[int, Any]:
             return 400, {"object": "error", "type": "BadRequestError", "code": 400,
-                         "message": "As of transformers v4.44, default chat template is no "
-                         "longer allowed, so you must provide a chat template if the tokenizer "
-                         "does not define one."}
+                         "message": message}
+
+        if not self.chat_template:
+            return error("As of transformers v4.44, default chat template is no longer allowed, "
+                         "so you must provide a chat template if the tokenizer does not define "
+                         "one.")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            return 400, {"object": "error", "type": "BadRequestError", "code": 400,
-                         "message": "messages must be a non-empty list"}
+            return error("messages must be a non-empty list")
+        images = [part["image_url"].get("url", "") for m in messages if isinstance(m, dict)
+                  and isinstance(m.get("content"), list) for part in m["content"]
+                  if isinstance(part, dict) and part.get("type") == "image_url"]
+        if len(images) > self.images_per_prompt:
+            return error(f"At most {self.images_per_prompt} image(s) may be provided in one "
+                         "request.")
+        described = [describe_image(url) for url in images]
+        failed = [d for d in described if d.startswith("error:")]
+        if failed:
+            return error(failed[0][len("error:"):].strip())
         prompt = "\n".join(_message_text(m) for m in messages)
         roles = ",".join(str(m.get("role")) for m in messages if isinstance(m, dict))
+        extra = f" in {len(messages)} messages ({roles})" + "".join(
+            f" with {d}" for d in described)
         generation = rehearsal.generate(
             self.model_id, prompt,
             max_tokens=_int(body.get("max_tokens", body.get("max_completion_tokens"))),
             temperature=body.get("temperature"), top_p=body.get("top_p"),
-            top_k=_int(body.get("top_k")), extra=f" in {len(messages)} messages ({roles})",
+            top_k=_int(body.get("top_k")), extra=extra,
         )
         return 200, generation
+
+
+def describe_image(reference: str) -> str:
+    """"an image of WxH pixels" for a data URL or a loopback URL; "error: ..." when unreadable.
+    Other URLs are not fetched: the rehearsal has no network, and says so."""
+    import base64
+    import io
+    import urllib.request
+
+    try:
+        from PIL import Image
+
+        if reference.startswith("data:"):
+            data = base64.b64decode(reference.partition(",")[2])
+        elif reference.startswith(("http://127.0.0.1", "http://localhost")):
+            with urllib.request.urlopen(reference, timeout=10) as response:
+                data = response.read()
+        elif reference.startswith(("http://", "https://")):
+            return "an image URL the rehearsal cannot fetch (no network)"
+        else:
+            return f"error: Invalid image URL {reference[:60]!r}: expected http(s) or data URL"
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+        return f"an image of {width}x{height} pixels"
+    except Exception as err:  # vLLM answers 400 for images it cannot decode
+        return f"error: Failed to load image: {err}"
 
 
 def _int(value: Any) -> int | None:
@@ -268,16 +332,19 @@ class _ReplicaHandler(JsonHandler):
             body = json.loads(self.rfile.read(length) or b"{}")
         except json.JSONDecodeError as exc:
             return self.send_json(400, {"error": f"invalid JSON: {exc}"})
-        if self.path == self.owner.predict_route:
-            return self.send_json(*self.owner.predict(body))
-        if self.path == "/v1/chat/completions":
+        if self.path not in (self.owner.predict_route, "/v1/chat/completions"):
+            return self.send_json(404, {"detail": "Not Found"})
+        with self.owner.serve_slot():
+            if self.path == self.owner.predict_route:
+                time.sleep(self.owner.service_seconds)
+                return self.send_json(*self.owner.predict(body))
             status, result = self.owner.chat(body)
             if status != 200:
                 return self.send_json(status, result)
             if body.get("stream"):
                 return self._stream(result, body)
+            time.sleep(self.owner.service_seconds)
             return self.send_json(200, _completion(result, self.owner.model_id))
-        self.send_json(404, {"detail": "Not Found"})
 
     def _stream(self, generation: rehearsal.Generation, body: dict[str, Any]) -> None:
         self.send_response(200)
@@ -297,7 +364,9 @@ class _ReplicaHandler(JsonHandler):
             self.wfile.flush()
 
         event({"role": "assistant", "content": ""}, None)
+        pause = self.owner.service_seconds / max(1, len(generation.tokens))
         for i, token in enumerate(generation.tokens):
+            time.sleep(pause)
             event({"content": (" " if i else "") + token}, None)
         usage = _usage(generation) if (body.get("stream_options") or {}).get(
             "include_usage") else None

@@ -1,0 +1,177 @@
+"""Many prompts at once: bounded concurrency, retries of 429/503 with backoff and jitter, input
+order kept, a progress bar, and per-request latency and time to first token."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+RETRYABLE = (429, 503)
+
+
+@dataclass
+class Result:
+    index: int
+    prompt: Any
+    output: str = ""
+    latency_s: float = 0.0
+    ttft_s: float = 0.0
+    attempts: int = 0
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+@dataclass
+class BatchReport:
+    results: list[Result]
+    wall_s: float
+    concurrency: int
+    retries: int = field(default=0)
+
+    def _ok(self) -> list[Result]:
+        return [r for r in self.results if r.ok]
+
+    @staticmethod
+    def _pct(values: list[float], q: float) -> float:
+        if not values:
+            return float("nan")
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    def latency(self, q: float) -> float:
+        return self._pct([r.latency_s for r in self._ok()], q)
+
+    def ttft(self, q: float) -> float:
+        return self._pct([r.ttft_s for r in self._ok()], q)
+
+    @property
+    def throughput(self) -> float:
+        return len(self._ok()) / self.wall_s if self.wall_s else float("nan")
+
+    @property
+    def outputs(self) -> list[str]:
+        return [r.output for r in self.results]
+
+    def summary(self) -> str:
+        ok = self._ok()
+        mean = statistics.fmean(r.latency_s for r in ok) if ok else float("nan")
+        return (f"{len(ok)}/{len(self.results)} succeeded in {self.wall_s:.2f}s "
+                f"({self.throughput:.1f} req/s, concurrency {self.concurrency}, "
+                f"{self.retries} retries); latency p50 {self.latency(0.5):.3f}s "
+                f"p95 {self.latency(0.95):.3f}s mean {mean:.3f}s; time to first token p50 "
+                f"{self.ttft(0.5):.3f}s p95 {self.ttft(0.95):.3f}s")
+
+
+def status_of(error: BaseException) -> int | None:
+    """The HTTP status of an SDK error: google.api_core (`code`) or openai (`status_code`)."""
+    for attribute in ("status_code", "code"):
+        value = getattr(error, attribute, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def run_many(
+    items: list[Any],
+    send: Callable[[Any], tuple[str, float | None]],
+    *,
+    concurrency: int = 8,
+    max_attempts: int = 5,
+    base_delay_s: float = 0.5,
+    max_delay_s: float = 30.0,
+    progress: bool = True,
+    description: str = "requests",
+) -> BatchReport:
+    """Calls `send(item) -> (output, seconds to first token or None)` for every item, at most
+    `concurrency` at once. Results come back in input order; failures are recorded, not raised."""
+    from tqdm.auto import tqdm
+
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    results = [Result(i, item) for i, item in enumerate(items)]
+    retries = 0
+    lock = threading.Lock()
+    bar = tqdm(total=len(items), desc=description, disable=not progress)
+
+    def work(result: Result) -> None:
+        nonlocal retries
+        for attempt in range(1, max_attempts + 1):
+            result.attempts = attempt
+            started = time.perf_counter()
+            try:
+                output, ttft = send(result.prompt)
+            except Exception as err:
+                status = status_of(err)
+                if status in RETRYABLE and attempt < max_attempts:
+                    with lock:
+                        retries += 1
+                    delay = min(max_delay_s, base_delay_s * 2 ** (attempt - 1))
+                    time.sleep(delay * random.uniform(0.5, 1.5))  # jitter spreads the herd
+                    continue
+                result.error = f"{type(err).__name__}: {err}"
+                break
+            result.latency_s = time.perf_counter() - started
+            result.ttft_s = result.latency_s if ttft is None else ttft
+            result.output = output
+            break
+        with lock:
+            bar.update(1)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(work, results))
+    bar.close()
+    return BatchReport(results, time.perf_counter() - started, concurrency, retries)
+
+
+def predict_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
+                 progress: bool = True, **sampling: Any) -> BatchReport:
+    """Prompts through the predict route, one instance per request."""
+    from nbhelpers.predict import build_instance, parse_output
+
+    endpoint = deployment.endpoint()
+    options = {"max_tokens": 128, "temperature": 1.0, "top_p": 1.0, "top_k": 1,
+               "raw_response": False, **sampling}
+
+    def send(prompt: str) -> tuple[str, None]:
+        response = endpoint.predict(instances=[build_instance(prompt, **options)])
+        return parse_output(str(response.predictions[0])), None
+
+    return run_many(prompts, send, concurrency=concurrency, progress=progress,
+                    description="predict")
+
+
+def chat_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
+              progress: bool = True, max_tokens: int = 256, system: str = "") -> BatchReport:
+    """Prompts through chat completions, streamed so time to first token is measured."""
+    from nbhelpers.chat import build_messages, chat_client, check_request
+
+    messages_for = [build_messages(p, system=system) for p in prompts]
+    for messages in messages_for:
+        check_request(deployment.model, messages)
+    api = chat_client(deployment, max_retries=0)  # retries are ours, with jitter
+
+    def send(messages: list[dict[str, Any]]) -> tuple[str, float]:
+        started = time.perf_counter()
+        first: float | None = None
+        pieces = []
+        for chunk in api.chat.completions.create(model="", messages=messages, stream=True,
+                                                 max_tokens=max_tokens):
+            delta = chunk.choices[0].delta.content if chunk.choices else None
+            if delta:
+                if first is None:
+                    first = time.perf_counter() - started
+                pieces.append(delta)
+        return "".join(pieces), first if first is not None else time.perf_counter() - started
+
+    return run_many(messages_for, send, concurrency=concurrency, progress=progress,
+                    description="chat")

@@ -1,0 +1,133 @@
+"""OpenAI chat completions against a Vertex AI endpoint (shared or dedicated), with Google
+credentials that refresh themselves: an access token lives about an hour, a workshop longer."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from nbhelpers import catalog, images
+from nbhelpers.errors import ConfigError
+
+
+def base_url(endpoint: Any) -> str:
+    """The OpenAI base URL of an endpoint: its dedicated DNS name when it has one, else the
+    regional API host (or the api_endpoint aiplatform was initialised with)."""
+    from google.cloud.aiplatform import initializer
+
+    resource = endpoint.gca_resource
+    if resource.dedicated_endpoint_enabled and resource.dedicated_endpoint_dns:
+        host = f"https://{resource.dedicated_endpoint_dns}"
+    else:
+        configured = initializer.global_config.api_endpoint or ""
+        host = (configured if configured.startswith(("http://", "https://"))
+                else f"https://{configured or endpoint.location + '-aiplatform.googleapis.com'}")
+    return f"{host.rstrip('/')}/v1beta1/{endpoint.resource_name}"
+
+
+def token_provider(credentials: Any) -> Callable[[], str]:
+    """Returns a function the openai client calls for every request; it refreshes the Google
+    access token when it has expired (or is about to), so long sessions never see a 401."""
+    import google.auth.transport.requests
+
+    lock = threading.Lock()
+
+    def current_token() -> str:
+        with lock:
+            if getattr(credentials, "token", None) is None and credentials.valid:
+                return "anonymous"  # anonymous credentials: nothing to send
+            if not credentials.valid:
+                credentials.refresh(google.auth.transport.requests.Request())
+            return credentials.token
+
+    return current_token
+
+
+def chat_client(deployment: Any, *, credentials: Any = None, max_retries: int = 2) -> Any:
+    """An openai.OpenAI client for the deployment's endpoint."""
+    import openai
+    from google.cloud.aiplatform import initializer
+
+    endpoint = deployment.endpoint() if hasattr(deployment, "model_name") else deployment
+    credentials = credentials or initializer.global_config.credentials
+    return openai.OpenAI(base_url=base_url(endpoint), api_key=token_provider(credentials),
+                         max_retries=max_retries)
+
+
+def build_messages(prompt: str | list[dict[str, Any]], *, system: str = "",
+                   images_in: list[Any] | None = None,
+                   history: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Messages for one turn: optional system prompt, earlier turns, then the user's text with
+    any images as data URLs (URLs and files are fetched and encoded here, not by the server)."""
+    if isinstance(prompt, list):
+        return prompt
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ConfigError(f"prompt must be non-empty text, got {prompt!r}")
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    messages += list(history or [])
+    if images_in:
+        parts: list[dict[str, Any]] = [
+            {"type": "image_url", "image_url": {"url": images.to_data_url(image)}}
+            for image in images_in]
+        parts.append({"type": "text", "text": prompt})
+        messages.append({"role": "user", "content": parts})
+    else:
+        messages.append({"role": "user", "content": prompt})
+    return messages
+
+
+def check_request(model: catalog.ModelSpec, messages: list[dict[str, Any]]) -> None:
+    """Refuses, before the call, what vLLM would refuse after a round trip."""
+    if not model.has_chat_template:
+        raise ConfigError(
+            f"{model.name} is a base model without a chat template, so chat completions fail. "
+            f"Deploy {model.name.replace('-FP8', '')}-Instruct"
+            f"{'-FP8' if model.name.endswith('-FP8') else ''} for chat, or use "
+            "nbhelpers.predict() with a plain prompt."
+        )
+    count = sum(1 for m in messages if isinstance(m.get("content"), list)
+                for part in m["content"] if part.get("type") == "image_url")
+    allowed = 1 if model.modality == "vision" else 0
+    if count > allowed:
+        raise ConfigError(
+            f"this request carries {count} images but {model.name} accepts at most {allowed} "
+            "per request in vLLM" + (": ask about one image at a time" if allowed else
+                                     ": deploy a Llama 3.2 Vision model for images")
+        )
+
+
+def chat(
+    deployment: Any,
+    prompt: str | list[dict[str, Any]],
+    *,
+    system: str = "",
+    images_in: list[Any] | None = None,
+    history: list[dict[str, Any]] | None = None,
+    max_tokens: int = 256,
+    temperature: float = 0.7,
+    stream: bool = False,
+    echo: bool = True,
+    openai_client: Any = None,
+) -> str:
+    """One chat turn. With `stream`, prints tokens as they arrive (when `echo`); returns the
+    whole reply either way."""
+    messages = build_messages(prompt, system=system, images_in=images_in, history=history)
+    check_request(deployment.model, messages)
+    api = openai_client or chat_client(deployment)
+    images.check_payload({"messages": messages})
+    if not stream:
+        reply = api.chat.completions.create(model="", messages=messages, max_tokens=max_tokens,
+                                            temperature=temperature)
+        return reply.choices[0].message.content or ""
+    pieces = []
+    for chunk in api.chat.completions.create(model="", messages=messages, stream=True,
+                                             max_tokens=max_tokens, temperature=temperature):
+        delta = chunk.choices[0].delta.content if chunk.choices else None
+        if delta:
+            pieces.append(delta)
+            if echo:
+                print(delta, end="", flush=True)
+    if echo:
+        print()
+    return "".join(pieces)
