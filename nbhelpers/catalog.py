@@ -155,20 +155,24 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def models(family: str | None = None, modality: str | None = None) -> list[ModelSpec]:
-    """Catalog entries, optionally only one family ("llama3.1"/"llama3.2") or modality."""
+def models(family: str | None = None, modality: str | None = None,
+           instruct_only: bool = False) -> list[ModelSpec]:
+    """Catalog entries, optionally one family ("llama3.1"/"llama3.2"), one modality, or only
+    the Instruct models (the ones with a chat template)."""
     return [
         m for m in MODELS.values()
         if (family is None or m.family == family) and (modality is None or m.modality == modality)
+        and (m.instruct or not instruct_only)
     ]
 
 
-def get_model(name: str, family: str | None = None) -> ModelSpec:
+def get_model(name: str, family: str | None = None, *, instruct_only: bool = False) -> ModelSpec:
     """Looks a model up by picker name or Hugging Face id; the error lists the valid choices."""
-    pool = {m.name: m for m in models(family)}
+    pool = {m.name: m for m in models(family, instruct_only=instruct_only)}
     by_id = {m.hf_id: m for m in pool.values()}
     found = pool.get(name) or by_id.get(name)
     if found is None:
         where = f" for {family}" if family else ""
-        raise ConfigError(f"unknown model {name!r}{where}; choose one of {choices(pool)}")
+        kind = "Instruct model" if instruct_only else "model"
+        raise ConfigError(f"unknown {kind} {name!r}{where}; choose one of {choices(pool)}")
     return found

@@ -13,7 +13,8 @@ from nbhelpers import tokens
 from nbhelpers.errors import ConfigError
 from nbhelpers.state import new_run_id
 
-SUITE = ("00_setup.ipynb", "01_deploy_llama31_text.ipynb", "05_cleanup.ipynb")
+SUITE = ("00_setup.ipynb", "01_deploy_llama31_text.ipynb", "02_deploy_llama32_multimodal.ipynb",
+         "03_openai_chat_inference.ipynb", "05_cleanup.ipynb")
 REHEARSAL_TOKEN = "hf_rehearsalOnlyNotARealToken"  # the emulator accepts any token
 
 

@@ -38,12 +38,18 @@ def test_setup_deploy_predict_cleanup(tmp_path, monkeypatch, capfd):
     run_dir = tmp_path / "nb-run"
     deployed = _outputs(run_dir / "01_deploy_llama31_text.ipynb")
     assert "Prompt:\nName three colours.\nOutput:\n[rehearsal engine" in deployed
-    assert "received a prompt of 19 characters" in deployed
+    assert "received 19 characters (3 words)" in deployed
     replies = re.findall(r"\[rehearsal engine[^\n]*", deployed)
     assert replies and all(len(r.split()) == 20 for r in replies)  # MAX_TOKENS honoured
     assert "REHEARSAL MODE" in deployed
     cleaned = _outputs(run_dir / "05_cleanup.ipynb")
-    assert "Deleting 2 resource(s)" in cleaned and "nothing labelled for this run" in cleaned
+    assert "Deleting 4 resource(s)" in cleaned and "nothing labelled for this run" in cleaned
+    vision = _outputs(run_dir / "02_deploy_llama32_multimodal.ipynb")
+    assert "image/png" in vision  # the picture is shown inline
+    assert "<|image|>What is in this image?" in vision and "an image of 800x600 pixels" in vision
+    chatted = _outputs(run_dir / "03_openai_chat_inference.ipynb")
+    assert "in 2 messages (system,user)" in chatted and "4 messages" in chatted
+    assert "24/24 succeeded" in chatted and "image/png" in chatted  # the plot
     state = _state(run_dir)
     assert state["endpoints"] == {} and state["models"] == {}
     assert any(line for lines in state["logs"].values() for line in lines)
@@ -98,6 +104,8 @@ def test_runner_refuses_a_token_as_parameter(tmp_path):
 @pytest.mark.parametrize("notebook, expected", [
     ("00_setup.ipynb", ["PROJECT_ID", "REGION", "BUCKET_URI", "BACKEND", "RUN_ID"]),
     ("01_deploy_llama31_text.ipynb", ["MODEL", "WEIGHTS_URI", "PROMPT", "MAX_TOKENS"]),
+    ("02_deploy_llama32_multimodal.ipynb", ["MODEL", "IMAGE", "QUESTION", "MAX_NUM_SEQS"]),
+    ("03_openai_chat_inference.ipynb", ["MODEL", "PROMPT", "N_PROMPTS", "CONCURRENCY"]),
     ("05_cleanup.ipynb", ["DRY_RUN", "ALL_MY_RUNS", "DELETE_BUCKET"]),
 ])
 def test_papermill_lists_the_parameters(notebook, expected):

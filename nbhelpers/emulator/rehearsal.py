@@ -36,10 +36,12 @@ def generate(
     extra: str = "",
 ) -> Generation:
     limit = VLLM_DEFAULT_MAX_TOKENS if max_tokens is None else max(0, int(max_tokens))
+    # What was received comes first, so even a small max_tokens shows it.
     description = (
-        f"[rehearsal engine, not {model_id}: no model ran and nothing was deployed] "
-        f"received a prompt of {len(prompt)} characters ({count_tokens(prompt)} words){extra}; "
-        f"sampling max_tokens={limit} temperature={temperature} top_p={top_p} top_k={top_k}."
+        f"[rehearsal engine, not {model_id}] received {len(prompt)} characters "
+        f"({count_tokens(prompt)} words){extra}; sampling max_tokens={limit} "
+        f"temperature={temperature} top_p={top_p} top_k={top_k}; no model ran and nothing "
+        "was deployed."
     )
     words = description.split()
     return Generation(
