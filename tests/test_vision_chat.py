@@ -232,3 +232,31 @@ def test_a_non_retryable_error_is_recorded_not_raised():
     report = batch.run_many(["a", "bad", "c"], send, concurrency=2, progress=False)
     assert report.outputs == ["A", "", "C"]
     assert report.results[1].error == "ValueError: boom" and report.results[1].attempts == 1
+
+
+def test_replica_runs_at_most_max_num_seqs_sequences_per_service_time():
+    from nbhelpers.emulator.vllm import Replica
+
+    replica = Replica("m", "/generate", "/ping", True, max_num_seqs=2, service_seconds=10.0)
+    replica.start()
+    try:
+        first, second, third = (replica.schedule(1) for _ in range(3))
+        assert second - first < 1.0  # two slots: both start at once
+        assert third >= first + 10.0  # the third waits for a free slot
+        batch = replica.schedule(2)  # a two-instance request needs both slots together
+        assert batch >= third + 10.0 - 1e-6 and batch >= second + 10.0
+    finally:
+        replica.stop()
+
+
+def test_many_prompts_per_request_keep_order(session, env, emulator):
+    deployment = _deploy(session, env, "Llama-3.1-8B-Instruct")
+    _post(f"{emulator.url}/emulator/faults", {"status": 429, "count": 1})
+    prompts = [f"question {i}" for i in range(10)]
+    report = nbhelpers.predict_many(deployment, prompts, concurrency=2,
+                                    instances_per_request=4, progress=False, max_tokens=30)
+    assert [r.prompt for r in report.results] == prompts
+    assert [r.index for r in report.results] == list(range(10))
+    assert all(f"received {len(p)} characters" in r.output
+               for p, r in zip(prompts, report.results, strict=True))
+    assert report.retries == 1 and all(r.ok for r in report.results)

@@ -12,12 +12,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from nbhelpers.emulator.httpbase import JsonHandler
+from nbhelpers.emulator.httpbase import ConnectionPool, JsonHandler, Server
 from nbhelpers.emulator.vllm import Replica, StartupFailure, check_engine, parse_args
 
 PREDICT_PAYLOAD_LIMIT = 1_572_864
@@ -114,10 +113,11 @@ class VertexEmulator:
         self.deploy_seconds = deploy_seconds
         self.service_seconds = service_seconds  # per request, in each replica
         self.faults: list[dict[str, Any]] = []  # injected errors for serving calls
+        self._pool = ConnectionPool()
         self.expired_tokens: set[str] = set()
         self.replicas: dict[str, Replica] = {}
-        self._server: ThreadingHTTPServer | None = None
-        self._tls_server: ThreadingHTTPServer | None = None
+        self._server: Server | None = None
+        self._tls_server: Server | None = None
         self.ca_file: str | None = None
         self.dedicated_dns: str | None = None
         from nbhelpers.catalog import MODELS
@@ -165,16 +165,14 @@ class VertexEmulator:
         class Handler(_Handler):
             owner = emulator
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = Server((host, port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True,
                          name="vertex-emulator").start()
         if tls_dir is not None:
             from nbhelpers.emulator.tls import make_certificate, server_context
 
             cert, key = make_certificate(tls_dir)
-            self._tls_server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-            self._tls_server.daemon_threads = True
+            self._tls_server = Server(("127.0.0.1", 0), Handler)
             self._tls_server.socket = server_context(cert, key).wrap_socket(
                 self._tls_server.socket, server_side=True)
             threading.Thread(target=self._tls_server.serve_forever, daemon=True,
@@ -491,7 +489,7 @@ class VertexEmulator:
             raise ApiError(400, f"Request payload size exceeds the limit: "
                            f"{PREDICT_PAYLOAD_LIMIT} bytes.")
         deployed, replica = self._serving(self._endpoint(project, location, eid))
-        status, payload = _forward(replica.url + replica.predict_route, body)
+        status, payload = self._pool.post_json(replica.url + replica.predict_route, body)
         if status != 200:
             raise ApiError(status if status < 500 else 500,
                            f"Prediction failed: the model server answered {status}: "
@@ -582,16 +580,6 @@ def _healthy(url: str, attempts: int = 20) -> bool:
             pass
         time.sleep(0.1)
     return False
-
-
-def _forward(url: str, body: dict[str, Any]) -> tuple[int, Any]:
-    request = urllib.request.Request(url, json.dumps(body).encode(),
-                                     {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
 
 
 class _Handler(JsonHandler):

@@ -8,11 +8,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from nbhelpers.emulator import rehearsal
-from nbhelpers.emulator.httpbase import JsonHandler
+from nbhelpers.emulator.httpbase import JsonHandler, Server
 
 VLLM_MODULES = ("vllm.entrypoints.api_server", "vllm.entrypoints.openai.api_server")
 PROG = "api_server.py"
@@ -180,8 +179,9 @@ class Replica:
     max_num_seqs: int = 256
     service_seconds: float = 0.0
     log: list[str] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
-    _slots: threading.BoundedSemaphore | None = None
+    _server: Server | None = None
+    _slot_free_at: list[float] = field(default_factory=list)
+    _schedule_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def url(self) -> str:
@@ -195,10 +195,8 @@ class Replica:
         class Handler(_ReplicaHandler):
             owner = replica
 
-        self._slots = threading.BoundedSemaphore(self.max_num_seqs)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._server.request_queue_size = 1024
+        self._slot_free_at = [0.0] * self.max_num_seqs
+        self._server = Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -208,10 +206,17 @@ class Replica:
             self._server.server_close()
             self._server = None
 
-    def serve_slot(self) -> Any:
-        """Held while a request is being served (a sequence in vLLM's running batch)."""
-        assert self._slots is not None
-        return self._slots
+    def schedule(self, sequences: int) -> float:
+        """Books `sequences` of the max_num_seqs slots for one service time, first come first
+        served, and returns when they start (a monotonic time). The schedule is computed, not
+        left to thread wake-ups, so the replica serves exactly max_num_seqs / service time
+        sequences per second at most, like a GPU batch, whatever Python's threads do."""
+        wanted = max(1, min(sequences, self.max_num_seqs))
+        with self._schedule_lock:
+            slots = sorted(self._slot_free_at)
+            start = max(time.monotonic(), slots[wanted - 1])
+            self._slot_free_at = [start + self.service_seconds] * wanted + slots[wanted:]
+        return start
 
     # --- the container's protocol -------------------------------------------------------
     def predict(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -334,19 +339,24 @@ class _ReplicaHandler(JsonHandler):
             return self.send_json(400, {"error": f"invalid JSON: {exc}"})
         if self.path not in (self.owner.predict_route, "/v1/chat/completions"):
             return self.send_json(404, {"detail": "Not Found"})
-        with self.owner.serve_slot():
-            if self.path == self.owner.predict_route:
-                time.sleep(self.owner.service_seconds)
-                return self.send_json(*self.owner.predict(body))
+        instances = body.get("instances") if self.path == self.owner.predict_route else None
+        if self.path == self.owner.predict_route:
+            status, result = self.owner.predict(body)
+        else:
             status, result = self.owner.chat(body)
-            if status != 200:
-                return self.send_json(status, result)
-            if body.get("stream"):
-                return self._stream(result, body)
-            time.sleep(self.owner.service_seconds)
-            return self.send_json(200, _completion(result, self.owner.model_id))
+        if status != 200:  # refused before it reaches the engine: no slot, no service time
+            return self.send_json(status, result)
+        start = self.owner.schedule(len(instances) if isinstance(instances, list) else 1)
+        if body.get("stream") and self.path != self.owner.predict_route:
+            return self._stream(result, body, start)
+        if self.path != self.owner.predict_route:
+            result = _completion(result, self.owner.model_id)
+        time.sleep(max(0.0, start + self.owner.service_seconds - time.monotonic()))
+        self.send_json(200, result)
 
-    def _stream(self, generation: rehearsal.Generation, body: dict[str, Any]) -> None:
+    def _stream(self, generation: rehearsal.Generation, body: dict[str, Any],
+                start: float) -> None:
+        time.sleep(max(0.0, start - time.monotonic()))  # wait for a free sequence slot
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Connection", "close")
