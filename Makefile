@@ -29,7 +29,7 @@ test: $(STAMP) lint
 	  status=$$?; rm -rf $$state; exit $$status
 
 lint: $(STAMP)
-	$(BIN)/ruff check nbhelpers tests
+	$(BIN)/ruff check nbhelpers tests benchmarks
 	$(BIN)/python -m nbhelpers check-notebooks notebooks
 
 ## Serves the emulator on 127.0.0.1:8765 until stopped.

@@ -57,7 +57,8 @@ def chat_client(deployment: Any, *, credentials: Any = None, max_retries: int = 
 
 def build_messages(prompt: str | list[dict[str, Any]], *, system: str = "",
                    images_in: list[Any] | None = None,
-                   history: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                   history: list[dict[str, Any]] | None = None,
+                   image_format: str = "JPEG") -> list[dict[str, Any]]:
     """Messages for one turn: optional system prompt, earlier turns, then the user's text with
     any images as data URLs (URLs and files are fetched and encoded here, not by the server)."""
     if isinstance(prompt, list):
@@ -68,7 +69,8 @@ def build_messages(prompt: str | list[dict[str, Any]], *, system: str = "",
     messages += list(history or [])
     if images_in:
         parts: list[dict[str, Any]] = [
-            {"type": "image_url", "image_url": {"url": images.to_data_url(image)}}
+            {"type": "image_url",
+             "image_url": {"url": images.to_data_url(image, image_format=image_format)}}
             for image in images_in]
         parts.append({"type": "text", "text": prompt})
         messages.append({"role": "user", "content": parts})
@@ -104,6 +106,7 @@ def chat(
     system: str = "",
     images_in: list[Any] | None = None,
     history: list[dict[str, Any]] | None = None,
+    image_format: str = "JPEG",
     max_tokens: int = 256,
     temperature: float = 0.7,
     stream: bool = False,
@@ -112,7 +115,8 @@ def chat(
 ) -> str:
     """One chat turn. With `stream`, prints tokens as they arrive (when `echo`); returns the
     whole reply either way."""
-    messages = build_messages(prompt, system=system, images_in=images_in, history=history)
+    messages = build_messages(prompt, system=system, images_in=images_in, history=history,
+                              image_format=image_format)
     check_request(deployment.model, messages)
     api = openai_client or chat_client(deployment)
     images.check_payload({"messages": messages})

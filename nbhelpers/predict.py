@@ -92,9 +92,12 @@ def predict_image(
     top_p: float = 1.0,
     top_k: int = 1,
     raw_response: bool = False,
+    image_format: str = "JPEG",
+    quality: int = 90,
 ) -> Completion:
     """Asks a Llama 3.2 Vision deployment about one image through the predict route; the image
-    (URL, path, bytes or PIL) is sent as a data URL in `multi_modal_data`."""
+    (URL, path, bytes or PIL) is sent as a data URL in `multi_modal_data`, encoded as JPEG
+    (`quality`) or PNG (lossless, larger: for diagrams and text)."""
     from nbhelpers import images
 
     model = deployment.model
@@ -104,7 +107,8 @@ def predict_image(
     prompt = vision_prompt(question, instruct=model.instruct)
     instance = build_instance(prompt, max_tokens=max_tokens, temperature=temperature,
                               top_p=top_p, top_k=top_k, raw_response=raw_response)
-    instance["multi_modal_data"] = {"image": images.to_data_url(image)}
+    instance["multi_modal_data"] = {
+        "image": images.to_data_url(image, image_format=image_format, quality=quality)}
     images.check_payload({"instances": [instance]})
     response = deployment.endpoint().predict(instances=[instance])
     raw = str(response.predictions[0])

@@ -260,3 +260,17 @@ def test_many_prompts_per_request_keep_order(session, env, emulator):
     assert all(f"received {len(p)} characters" in r.output
                for p, r in zip(prompts, report.results, strict=True))
     assert report.retries == 1 and all(r.ok for r in report.results)
+
+
+def test_oversize_image_is_refused_before_sending(session, env, emulator):
+    import os
+
+    deployment = _deploy(session, env, "Llama-3.2-11B-Vision-Instruct")
+    noise = Image.frombytes("RGB", (2240, 560), os.urandom(2240 * 560 * 3))  # 4 tiles of noise
+    calls_before = len(emulator.vertex.state.data["operations"])
+    with pytest.raises(ConfigError, match="over the 1,572,864-byte .* lower quality"):
+        nbhelpers.predict_image(deployment, noise, "What is this?", image_format="PNG")
+    with pytest.raises(ConfigError, match="over the 1,572,864-byte"):
+        nbhelpers.chat(deployment, "And this?", images_in=[noise], image_format="PNG")
+    assert "an image of 2240x560" in nbhelpers.predict_image(deployment, noise, "As JPEG?").text
+    assert len(emulator.vertex.state.data["operations"]) == calls_before
