@@ -22,7 +22,7 @@ _EXPORTS = {
     "chat": "chat", "chat_client": "chat",
     "predict_many": "batch", "chat_many": "batch",
     "to_data_url": "images", "load_image": "images", "sample_image": "images",
-    "find_resources": "cleanup", "cleanup": "cleanup",
+    "find_resources": "cleanup", "cleanup": "cleanup", "cleanup_expired": "cleanup",
     "model_picker": "widgets",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbhelpers.connection import Session
-from nbhelpers.settings import LABEL_OWNER, LABEL_RUN, LABEL_SUITE, SUITE
+from nbhelpers.settings import LABEL_OWNER, LABEL_RUN, LABEL_SUITE, SUITE, is_expired
 from nbhelpers.validate import label_value
 
 
@@ -82,14 +82,39 @@ def cleanup(session: Session, *, dry_run: bool = True, whole_owner: bool = False
     print(f"{verb} {len(inventory)} resource(s):\n{inventory.describe()}")
     if dry_run:
         return inventory
+    _delete(inventory)
+    for key, record in list(session.state.deployments.items()):
+        if any(record.get("endpoint_name") == e.resource_name for e in inventory.endpoints):
+            session.state.forget_deployment(key)
+    session.state.update(cleaned_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return inventory
+
+
+def cleanup_expired(session: Session, *, dry_run: bool = True,
+                    now: float | None = None) -> Inventory:
+    """Deletes the suite's endpoints and models, of any owner, whose expiry label has passed:
+    what a killed machine or an interrupted run left behind. Nothing without the suite's label
+    and a past expiry is touched."""
+    from google.cloud import aiplatform
+
+    query = f"labels.{LABEL_SUITE}={SUITE}"
+    inventory = Inventory(
+        endpoints=[e for e in aiplatform.Endpoint.list(filter=query)
+                   if dict(e.labels).get(LABEL_SUITE) == SUITE and is_expired(dict(e.labels), now)],
+        models=[m for m in aiplatform.Model.list(filter=query)
+                if dict(m.labels).get(LABEL_SUITE) == SUITE and is_expired(dict(m.labels), now)],
+    )
+    verb = "Would delete" if dry_run else "Deleting"
+    print(f"{verb} {len(inventory)} expired resource(s):\n{inventory.describe()}")
+    if not dry_run:
+        _delete(inventory)
+    return inventory
+
+
+def _delete(inventory: Inventory) -> None:
     for endpoint in inventory.endpoints:
         _retry(lambda e=endpoint: e.delete(force=True), f"endpoint {endpoint.name}")
     for model in inventory.models:
         _retry(model.delete, f"model {model.name}")
     if inventory.bucket is not None:
         inventory.bucket.delete(force=True)
-    for key, record in list(session.state.deployments.items()):
-        if any(record.get("endpoint_name") == e.resource_name for e in inventory.endpoints):
-            session.state.forget_deployment(key)
-    session.state.update(cleaned_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    return inventory

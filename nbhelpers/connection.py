@@ -41,6 +41,11 @@ class Session:
         return client_class(credentials=self.credentials, transport="rest",
                             client_options=self.client_options())
 
+    def record(self, **results: Any) -> None:
+        """Keeps key results of the run (an endpoint id, a first reply) in its state file, where
+        the batch runner's report finds them."""
+        self.state.update(results={**self.state.get("results", {}), **results})
+
     def storage_client(self) -> Any:
         from google.cloud import storage
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import calendar
 import getpass
 import os
+import time
 from dataclasses import dataclass
 
 from nbhelpers import state, validate
@@ -15,6 +17,25 @@ EMULATOR_PROJECT = "rehearsal-project"
 SUITE = "vertex-llama"
 # Label keys on every resource the suite creates; cleanup searches by them.
 LABEL_SUITE, LABEL_RUN, LABEL_OWNER, LABEL_MODEL = "nbh-suite", "nbh-run", "nbh-owner", "nbh-model"
+LABEL_EXPIRES = "nbh-expires"  # UTC time after which `cleanup --expired` may delete it
+EXPIRY_FORMAT = "%Y%m%d-%H%M"
+DEFAULT_TTL_HOURS = 24.0
+
+
+def expiry_label(now: float | None = None) -> str:
+    """When resources made now expire: NBHELPERS_TTL_HOURS (default 24) from now, in UTC."""
+    hours = float(os.environ.get("NBHELPERS_TTL_HOURS") or DEFAULT_TTL_HOURS)
+    moment = (now if now is not None else time.time()) + hours * 3600
+    return time.strftime(EXPIRY_FORMAT, time.gmtime(moment))
+
+
+def is_expired(labels: dict[str, str], now: float | None = None) -> bool:
+    value = labels.get(LABEL_EXPIRES, "")
+    try:
+        expires = calendar.timegm(time.strptime(value, EXPIRY_FORMAT))
+    except ValueError:
+        return False  # no (readable) expiry: never treated as expired
+    return expires <= (now if now is not None else time.time())
 
 
 @dataclass(frozen=True)
@@ -33,7 +54,7 @@ class Settings:
     def labels(self, **extra: str) -> dict[str, str]:
         """The labels every resource of this run carries."""
         base = {LABEL_SUITE: SUITE, LABEL_RUN: validate.label_value(self.run_id),
-                LABEL_OWNER: self.owner}
+                LABEL_OWNER: self.owner, LABEL_EXPIRES: expiry_label()}
         base.update({k: validate.label_value(v) for k, v in extra.items()})
         return validate.labels(base)
 

@@ -46,8 +46,10 @@ def test_deploy_reuse_predict_cleanup(session, env):
     plan = _plan()
     deployment = nbhelpers.deploy(session, plan)
     endpoint = aiplatform.Endpoint(deployment.endpoint_name)
-    assert dict(endpoint.labels) == {"nbh-suite": "vertex-llama", "nbh-run": "run-a",
-                                     "nbh-owner": "alice", "nbh-model": "llama-3-1-8b-instruct"}
+    labels = dict(endpoint.labels)
+    assert labels.pop("nbh-expires")
+    assert labels == {"nbh-suite": "vertex-llama", "nbh-run": "run-a", "nbh-owner": "alice",
+                      "nbh-model": "llama-3-1-8b-instruct"}
     again = nbhelpers.deploy(session, plan)  # same run id: no second deployment
     assert again.endpoint_name == deployment.endpoint_name
     assert len(aiplatform.Endpoint.list()) == 1 and len(aiplatform.Model.list()) == 1
@@ -121,3 +123,21 @@ def test_dedicated_endpoint_is_served_over_https(session, env):
     completion = nbhelpers.predict(deployment, "Over TLS?", max_tokens=4)[0]
     assert completion.raw.startswith("Prompt:\nOver TLS?\nOutput:\n")
     nbhelpers.cleanup(session, dry_run=False)
+
+
+def test_cleanup_expired_spares_the_living_and_the_unlabelled(session, env):
+    import time
+
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    nbhelpers.deploy(session, _plan())
+    labels = dict(session.settings.labels())
+    stale = {**labels, "nbh-owner": "someone-else", "nbh-expires": "20200101-0000"}
+    aiplatform.Endpoint.create(display_name="stale", labels=stale)
+    aiplatform.Endpoint.create(display_name="unlabelled-old",
+                               labels={"nbh-expires": "20200101-0000"})
+    removed = nbhelpers.cleanup_expired(session, dry_run=False)
+    assert [e.display_name for e in removed.endpoints] == ["stale"]
+    names = {e.display_name for e in aiplatform.Endpoint.list()}
+    assert "stale" not in names and "unlabelled-old" in names and len(names) == 2
+    later = nbhelpers.cleanup_expired(session, dry_run=True, now=time.time() + 48 * 3600)
+    assert len(later.endpoints) == 1 and len(later.models) == 1  # ours, once it has expired

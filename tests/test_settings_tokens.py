@@ -1,4 +1,5 @@
 import logging
+import time
 
 import pytest
 
@@ -33,9 +34,12 @@ def test_resolve_defaults_and_labels(clean_env):
     s = settings.resolve(run_id="Run 7", owner="Bob@Example.com")
     assert (s.project, s.region, s.backend) == ("my-project", "us-central1", "emulator")
     assert s.bucket_uri == "gs://my-project-llama-us-central1"
-    assert s.labels(**{"nbh-model": "llama-3-1-8b"}) == {
-        "nbh-suite": "vertex-llama", "nbh-run": "run-7", "nbh-owner": "bob-example-com",
-        "nbh-model": "llama-3-1-8b"}
+    labels = s.labels(**{"nbh-model": "llama-3-1-8b"})
+    expires = labels.pop("nbh-expires")
+    assert labels == {"nbh-suite": "vertex-llama", "nbh-run": "run-7",
+                      "nbh-owner": "bob-example-com", "nbh-model": "llama-3-1-8b"}
+    assert not settings.is_expired({"nbh-expires": expires})
+    assert settings.is_expired({"nbh-expires": expires}, now=time.time() + 25 * 3600)
     assert s.label_filter() == ("labels.nbh-suite=vertex-llama AND "
                                 "labels.nbh-owner=bob-example-com AND labels.nbh-run=run-7")
 
@@ -64,3 +68,12 @@ def test_missing_token_for_gated_model_says_what_to_do(clean_env):
     with pytest.raises(ConfigError, match="gated on Hugging Face.*HF_TOKEN.*weights_uri"):
         tokens.hf_token(required=True, model_name="Llama-3.1-8B", ask=True)
     assert tokens.hf_token(required=False) is None
+
+
+def test_expiry_follows_the_ttl(clean_env):
+    clean_env.setenv("NBHELPERS_TTL_HOURS", "2")
+    label = settings.expiry_label(now=0)
+    assert label == "19700101-0200"
+    assert settings.is_expired({"nbh-expires": label}, now=2 * 3600)
+    assert not settings.is_expired({"nbh-expires": label}, now=2 * 3600 - 60)
+    assert not settings.is_expired({}) and not settings.is_expired({"nbh-expires": "soon"})
