@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (nbhelpers)" >/dev/null
 	touch $(STAMP)
 
-## Runs setup -> deploy -> predict -> cleanup against the local emulator; executed notebooks land in runs/.
+## Runs the whole suite through the batch runner against the local emulator; executed notebooks
+## and the report land in runs/<run-id>/.
 demo: $(STAMP)
-	$(BIN)/python -m nbhelpers demo
+	$(BIN)/python -m nbhelpers run
 
 ## Lint, unit tests, emulator-backed SDK tests, notebooks under papermill, then nbval over the
 ## notebooks with the emulator chosen through the environment (a throwaway state dir and token).

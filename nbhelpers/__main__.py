@@ -29,14 +29,43 @@ def _emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from nbhelpers.runner import run_suite
+def _run(args: argparse.Namespace) -> int:
+    import yaml
 
-    results = run_suite(ROOT / "notebooks", Path(args.out))
-    passed = sum(r.ok for r in results)
-    print(f"{passed} of {len(results)} notebooks passed; executed notebooks are in "
-          f"{results[0].output.parent if results else args.out}")
-    return 0 if results and passed == len(results) else 1
+    from nbhelpers import runner
+
+    notebooks_dir = Path(args.notebooks)
+    if args.list:
+        print(runner.list_parameters(notebooks_dir))
+        return 0
+    parameters, matrix = ({}, [])
+    if args.parameters_file:
+        parameters, matrix = runner.parse_parameter_file(Path(args.parameters_file))
+    for name, value in args.parameter or []:
+        parameters[name] = yaml.safe_load(value)
+    config = runner.RunConfig(
+        notebooks_dir=notebooks_dir, out_dir=Path(args.out), run_id=args.run_id,
+        parameters=parameters, matrix=matrix, backend=args.backend,
+        only=tuple(args.only or ()), skip=tuple(args.skip or ()), keep=args.keep,
+        timeout_s=args.timeout, parallel=args.parallel, progress=not args.no_progress)
+    report = runner.run(config)
+    passed = sum(r.ok for r in report.runs)
+    print(f"{passed} of {len(report.runs)} notebooks passed; report: "
+          f"{report.run_dir / 'report.html'} (and report.md); executed notebooks in "
+          f"{report.run_dir}")
+    return report.exit_code
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    import nbhelpers
+
+    session = nbhelpers.connect(project=args.project, region=args.region, backend=args.backend,
+                                run_id=args.run_id, quiet=True)
+    if args.expired:
+        nbhelpers.cleanup_expired(session, dry_run=args.dry_run)
+    else:
+        nbhelpers.cleanup(session, dry_run=args.dry_run, whole_owner=args.all_my_runs)
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -59,9 +88,33 @@ def main(argv: list[str] | None = None) -> int:
     emu.add_argument("--service-seconds", type=float, default=0.0,
                      help="time each request takes in a replica (max_num_seqs run at once)")
     emu.set_defaults(func=_emulator)
-    demo = commands.add_parser("demo", help="run setup -> deploy -> predict -> cleanup headless")
-    demo.add_argument("--out", default=str(ROOT / "runs"))
-    demo.set_defaults(func=_demo)
+    run = commands.add_parser("run", help="run the notebooks with papermill and report")
+    run.add_argument("-f", "--parameters-file", help="YAML parameters (and an optional matrix)")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                     help="a notebook parameter (overrides the file)")
+    run.add_argument("--backend", choices=("emulator", "vertex"), default="emulator")
+    run.add_argument("--run-id", default="")
+    run.add_argument("--only", action="append", help="run only these notebooks (name or prefix)")
+    run.add_argument("--skip", action="append", help="skip these notebooks (name or prefix)")
+    run.add_argument("--keep", action="store_true",
+                     help="do not run the cleanup notebook (resources stay and are billed)")
+    run.add_argument("--timeout", type=float, default=None, help="seconds per notebook")
+    run.add_argument("--parallel", type=int, default=2, help="matrix entries at once")
+    run.add_argument("--list", action="store_true", help="list each notebook's parameters")
+    run.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
+    run.add_argument("--notebooks", default=str(ROOT / "notebooks"))
+    run.add_argument("--out", default=str(ROOT / "runs"))
+    run.set_defaults(func=_run)
+    clean = commands.add_parser("cleanup", help="delete the suite's labelled resources")
+    clean.add_argument("--expired", action="store_true",
+                       help="every owner's resources whose nbh-expires label has passed")
+    clean.add_argument("--all-my-runs", action="store_true")
+    clean.add_argument("--run-id", default="")
+    clean.add_argument("--dry-run", action="store_true")
+    clean.add_argument("--backend", default="auto")
+    clean.add_argument("--project", default="")
+    clean.add_argument("--region", default="")
+    clean.set_defaults(func=_cleanup)
     chk = commands.add_parser("check-notebooks", help="lint notebooks for the suite's rules")
     chk.add_argument("directory")
     chk.set_defaults(func=_check)

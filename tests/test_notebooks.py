@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nbhelpers.runner import SUITE, run_suite
+from nbhelpers.runner import SUITE, RunConfig, run
 from tests.conftest import FAKE_TOKEN
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -28,14 +28,30 @@ def _state(run_dir: Path) -> dict:
     return json.loads((run_dir / "emulator-state.json").read_text())
 
 
+def run_suite(notebooks_dir, out_dir, *, notebooks=SUITE, parameters=None, run_id="",
+              environment=None):
+    """The runner limited to some notebooks, without progress bars, and without the cleanup
+    notebook (--keep), so that what the notebooks left can be checked."""
+    report = run(RunConfig(notebooks_dir, out_dir, run_id=run_id, parameters=parameters or {},
+                           only=tuple(notebooks), progress=False, keep=True,
+                           environment=environment or {}))
+    return [r for r in report.runs if r.notebook in notebooks]
+
+
 def test_setup_deploy_predict_cleanup(tmp_path, monkeypatch, capfd):
     monkeypatch.delenv("NBHELPERS_EMULATOR_URL", raising=False)
-    results = run_suite(NOTEBOOKS, tmp_path, run_id="nb-run",
-                        parameters={"PROMPT": "Name three colours.", "MAX_TOKENS": 20},
-                        environment={"HF_TOKEN": FAKE_TOKEN})
+    report = run(RunConfig(NOTEBOOKS, tmp_path, run_id="nb-run", progress=False,
+                           parameters={"PROMPT": "Name three colours.", "MAX_TOKENS": 20},
+                           environment={"HF_TOKEN": FAKE_TOKEN}))
+    results = report.runs
     assert [r.notebook for r in results] == list(SUITE)
     assert all(r.ok for r in results), [r.error for r in results]
+    assert report.exit_code == 0
     run_dir = tmp_path / "nb-run"
+    assert results[1].results["endpoint_id"] and "rehearsal" in results[1].results["first_reply"]
+    assert results[-1].results == {"deleted": 4}
+    assert "| 01_deploy_llama31_text.ipynb | passed |" in (run_dir / "report.md").read_text()
+    assert "PASSED" in (run_dir / "report.html").read_text()
     deployed = _outputs(run_dir / "01_deploy_llama31_text.ipynb")
     assert "Prompt:\nName three colours.\nOutput:\n[rehearsal engine" in deployed
     assert "received 19 characters (3 words)" in deployed
@@ -76,9 +92,12 @@ def test_bad_input_is_refused_before_anything_is_created(tmp_path, emulator, not
                         parameters=parameters, run_id="bad",
                         environment={"NBHELPERS_EMULATOR_URL": emulator.url,
                                      "HF_TOKEN": FAKE_TOKEN, **env})
-    assert not results[-1].ok and message in results[-1].error, results[-1].error
+    failed = [r for r in results if not r.ok]
+    assert failed and message in failed[0].error, [r.error for r in results]
     assert emulator.vertex.state.data["endpoints"] == {}
     assert emulator.vertex.state.data["models"] == {}
+    assert not any("/endpoints/" in op or "/models/" in op
+                   for op in emulator.vertex.state.data["operations"])  # nothing was attempted
 
 
 def test_bucket_in_another_region_is_refused(tmp_path, emulator, monkeypatch):
@@ -92,13 +111,7 @@ def test_bucket_in_another_region_is_refused(tmp_path, emulator, monkeypatch):
                         parameters={"BUCKET_URI": "gs://team-bucket-eu"},
                         environment={"NBHELPERS_EMULATOR_URL": emulator.url})
     assert "is in EUROPE-WEST4, not in us-central1" in results[0].error
-
-
-def test_runner_refuses_a_token_as_parameter(tmp_path):
-    from nbhelpers.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="HF_TOKEN environment variable"):
-        run_suite(NOTEBOOKS, tmp_path, parameters={"PROMPT": "hf_abcdefghijklmnopq"})
+    assert results[0].cell is not None
 
 
 @pytest.mark.parametrize("notebook, expected", [

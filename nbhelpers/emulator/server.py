@@ -115,6 +115,7 @@ class VertexEmulator:
         self.faults: list[dict[str, Any]] = []  # injected errors for serving calls
         self._pool = ConnectionPool()
         self.expired_tokens: set[str] = set()
+        self.deploying: dict[str, int] = {}  # endpoint or model name -> deployments in flight
         self.replicas: dict[str, Replica] = {}
         self._server: Server | None = None
         self._tls_server: Server | None = None
@@ -282,9 +283,10 @@ class VertexEmulator:
 
     def delete_endpoint(self, body, project, location, eid, **_):
         endpoint = self._endpoint(project, location, eid)
-        if endpoint["deployedModels"]:
-            raise ApiError(400, f"Endpoint {endpoint['name']} has deployed models; undeploy "
-                           "them before deleting the endpoint.", "FAILED_PRECONDITION")
+        if endpoint["deployedModels"] or self.deploying.get(endpoint["name"]):
+            raise ApiError(400, f"Endpoint {endpoint['name']} has deployed models or a model "
+                           "being deployed; undeploy them (or wait for the deployment to end) "
+                           "before deleting the endpoint.", "FAILED_PRECONDITION")
         return self._remove("endpoints", endpoint)
 
     # --- models ------------------------------------------------------------------------
@@ -317,6 +319,9 @@ class VertexEmulator:
 
     def delete_model(self, body, project, location, mid, **_):
         model = self._model(project, location, mid)
+        if self.deploying.get(model["name"]):
+            raise ApiError(400, f"Model {model['name']} is being deployed; wait for the "
+                           "deployment to end, then undeploy it.", "FAILED_PRECONDITION")
         if model["deployedModels"]:
             raise ApiError(400, f"Model {model['name']} is deployed to "
                            f"{model['deployedModels'][0]['endpoint']}; undeploy it first.",
@@ -348,6 +353,9 @@ class VertexEmulator:
                          "dedicatedResources": {**resources, "machineSpec": machine}})
         deployed.setdefault("displayName", model["displayName"])
         op = self._operation(endpoint["name"], done=False)
+        with self.state.lock:
+            for name in (endpoint["name"], model["name"]):
+                self.deploying[name] = self.deploying.get(name, 0) + 1
         threading.Thread(target=self._finish_deploy, daemon=True,
                          args=(op["name"], endpoint["name"], model["name"], deployed,
                                body.get("trafficSplit") or {"0": 100})).start()
@@ -376,6 +384,14 @@ class VertexEmulator:
         return replica, lines
 
     def _finish_deploy(self, op_name, endpoint_name, model_name, deployed, traffic) -> None:
+        try:
+            self._complete_deploy(op_name, endpoint_name, model_name, deployed, traffic)
+        finally:
+            with self.state.lock:
+                for name in (endpoint_name, model_name):
+                    self.deploying[name] -= 1
+
+    def _complete_deploy(self, op_name, endpoint_name, model_name, deployed, traffic) -> None:
         time.sleep(self.deploy_seconds)
         with self.state.lock:
             endpoint = self.state.data["endpoints"].get(endpoint_name)
