@@ -332,8 +332,9 @@ def run(config: RunConfig) -> RunReport:
 
 # --- reports ------------------------------------------------------------------------------
 def _results_text(run: NotebookRun) -> str:
-    shown = {k: v for k, v in run.results.items() if k in ("endpoint_id", "first_reply",
-                                                           "chat_reply", "deleted")}
+    shown = {k: v for k, v in run.results.items() if k in (
+        "bucket", "service_account", "endpoint_id", "first_reply", "chat_reply", "diagnosis",
+        "deleted")}
     return "; ".join(f"{k}={str(v)[:80]}" for k, v in shown.items())
 
 
