@@ -195,7 +195,8 @@ def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> 
                       started)
         except Exception as err:
             session.state.record_deployment(key, {**session.state.deployments[key],
-                                                  "status": "failed"})
+                                                  "status": "failed",
+                                                  "error": tokens.redact(str(err))})
             raise DeploymentError(
                 f"deploying {plan.model.name} failed: {tokens.redact(str(err))}\n"
                 f"Endpoint {endpoint.name} and model {model.name} are kept (without a deployed "

@@ -27,8 +27,8 @@ from nbhelpers.state import RunState, new_run_id
 
 SETUP, CLEANUP = "00_setup.ipynb", "05_cleanup.ipynb"
 SUITE = ("00_setup.ipynb", "01_deploy_llama31_text.ipynb", "02_deploy_llama32_multimodal.ipynb",
-         "03_openai_chat_inference.ipynb", "05_cleanup.ipynb")
-TEXT, VISION, CHAT = SUITE[1], SUITE[2], SUITE[3]
+         "03_openai_chat_inference.ipynb", "04_debugging.ipynb", "05_cleanup.ipynb")
+TEXT, VISION, CHAT, DEBUG = SUITE[1], SUITE[2], SUITE[3], SUITE[4]
 REHEARSAL_TOKEN = "hf_rehearsalOnlyNotARealToken"  # the emulator accepts any token
 SETUP_KEYS = ("project", "region", "bucket_uri", "owner", "service_account")
 
@@ -258,15 +258,15 @@ class Runner:
         entry_state.save()
         parameters = {**self.config.parameters, **entry}
         failed = False
-        for notebook in _entry_notebooks(model):
+        for notebook in [*_entry_notebooks(model), DEBUG]:
             if not _selected(notebook, self.config):
                 continue
             run = self._new(notebook, run_id, model, parameters, f"-{slug}")
-            if failed:
+            if failed and notebook != DEBUG:
                 run.status = "skipped"
                 continue
             self._execute(run, self._env(run_id))
-            failed = not run.ok
+            failed = failed or not run.ok
         if not self.config.keep:
             self._execute(self._new(CLEANUP, run_id, model, parameters, f"-{slug}"),
                           self._env(run_id), cleanup=True)
@@ -312,11 +312,11 @@ class Runner:
                 if not _selected(notebook, config) or (config.matrix and notebook != SETUP):
                     continue
                 run = self._new(notebook, self.run_id, "", config.parameters)
-                if main_failed:
+                if main_failed and notebook != DEBUG:  # after a failure, diagnose it
                     run.status = "skipped"
                     continue
                 self._execute(run, self._env(self.run_id))
-                main_failed = not run.ok
+                main_failed = main_failed or not run.ok
             if config.matrix and not main_failed:
                 with ThreadPoolExecutor(max_workers=max(1, config.parallel)) as pool:
                     list(pool.map(self._matrix_entry, config.matrix))

@@ -17,7 +17,15 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from nbhelpers.emulator.httpbase import ConnectionPool, JsonHandler, Server
-from nbhelpers.emulator.vllm import Replica, StartupFailure, check_engine, parse_args
+from nbhelpers.emulator.vllm import (
+    SEEDED_CAUSES,
+    QuotaFailure,
+    Replica,
+    StartupFailure,
+    check_engine,
+    parse_args,
+    seeded_failure_lines,
+)
 
 PREDICT_PAYLOAD_LIMIT = 1_572_864
 TOKEN_PLACEHOLDER = "<set at upload; not stored by the emulator>"
@@ -116,6 +124,7 @@ class VertexEmulator:
         self._pool = ConnectionPool()
         self.expired_tokens: set[str] = set()
         self.deploying: dict[str, int] = {}  # endpoint or model name -> deployments in flight
+        self.seeded_failures: list[str] = []  # causes the next deployments fail with
         self.replicas: dict[str, Replica] = {}
         self._server: Server | None = None
         self._tls_server: Server | None = None
@@ -149,6 +158,8 @@ class VertexEmulator:
             ("POST", r"/v3/projects/(?P<project>[^/:]+):setIamPolicy", self.set_iam_policy),
             ("GET", r"/emulator/info", self.info),
             ("POST", r"/emulator/faults", self.inject_fault),
+            ("POST", r"/emulator/fail-next-deploy", self.seed_failure),
+            ("POST", r"/v2/entries:list", self.list_log_entries),
             ("POST", r"/emulator/expired-tokens", self.expire_token),
             ("GET", r"/emulator/logs/(?P<eid>[^/]+)", self.endpoint_logs),
         ):
@@ -249,8 +260,11 @@ class VertexEmulator:
         return self._operation(resource["name"], {"@type": EMPTY})
 
     def log(self, endpoint_name: str, lines: list[str]) -> None:
+        """Keeps container log lines as Cloud Logging would: one timestamped entry a line."""
         with self.state.lock:
-            self.state.data["logs"].setdefault(endpoint_name, []).extend(lines)
+            entries = self.state.data["logs"].setdefault(endpoint_name, [])
+            for line in lines:
+                entries.append({"t": time.time(), "text": line, "id": self.state.next_id()})
             self.state.save()
 
     # --- endpoints ---------------------------------------------------------------------
@@ -361,7 +375,8 @@ class VertexEmulator:
                                body.get("trafficSplit") or {"0": 100})).start()
         return op
 
-    def _start_replica(self, model: dict[str, Any], gpu_count: int) -> tuple[Replica, list[str]]:
+    def _start_replica(self, model: dict[str, Any], gpu_count: int,
+                       endpoint_name: str) -> tuple[Replica, list[str]]:
         spec = model["containerSpec"]
         env = {e["name"]: e.get("value", "") for e in spec.get("env", [])}
         values = parse_args(list(spec.get("args") or spec.get("command") or []))
@@ -376,7 +391,8 @@ class VertexEmulator:
                           chat_template=catalog_entry.instruct if catalog_entry else True,
                           images_per_prompt=_image_limit(values, vision),
                           max_num_seqs=values.get("max-num-seqs", 256),
-                          service_seconds=self.service_seconds)
+                          service_seconds=self.service_seconds,
+                          on_log=lambda lines: self.log(endpoint_name, lines))
         replica.start()
         if not _healthy(replica.url + replica.health_route):
             replica.stop()
@@ -400,10 +416,19 @@ class VertexEmulator:
         if endpoint is None or model is None:
             error = {"code": 5, "message": "The endpoint or model was deleted during deployment."}
         else:
-            gpus = deployed["dedicatedResources"]["machineSpec"]["acceleratorCount"]
+            machine = deployed["dedicatedResources"]["machineSpec"]
+            gpus = machine["acceleratorCount"]
+            with self.state.lock:
+                seeded = self.seeded_failures.pop(0) if self.seeded_failures else None
             try:
-                replica, lines = self._start_replica(model, gpus)
+                if seeded == "quota":
+                    raise QuotaFailure(machine)
+                if seeded:
+                    raise StartupFailure(seeded_failure_lines(seeded, model, machine))
+                replica, lines = self._start_replica(model, gpus, endpoint_name)
                 self.log(endpoint_name, lines)
+            except QuotaFailure as failure:
+                error = {"code": 8, "message": str(failure)}
             except StartupFailure as failure:
                 self.log(endpoint_name, failure.lines)
                 eid = endpoint_name.split("/")[-1]
@@ -458,7 +483,8 @@ class VertexEmulator:
                 model = self.state.data["models"].get(deployed["model"])
                 if model:
                     gpus = deployed["dedicatedResources"]["machineSpec"]["acceleratorCount"]
-                    self.replicas[deployed["id"]] = self._start_replica(model, gpus)[0]
+                    self.replicas[deployed["id"]] = self._start_replica(
+                        model, gpus, endpoint["name"])[0]
 
     # --- serving -----------------------------------------------------------------------
     def _serving(self, endpoint: dict[str, Any]) -> tuple[dict[str, Any], Replica]:
@@ -565,10 +591,43 @@ class VertexEmulator:
         return {"emulator": "nbhelpers", "storage_url": self.storage_url,
                 "ca_file": self.ca_file, "dedicated_dns": self.dedicated_dns}
 
+    def _entries(self, eid: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(name, entry) for name, logs in self.state.data["logs"].items()
+                if name.endswith("/endpoints/" + eid) for entry in logs]
+
     def endpoint_logs(self, body, eid, **_):
-        lines = [line for name, logs in self.state.data["logs"].items()
-                 if name.endswith("/endpoints/" + eid) for line in logs]
-        return {"lines": lines}
+        return {"lines": [entry["text"] for _, entry in self._entries(eid)]}
+
+    def list_log_entries(self, body, **_):
+        """Cloud Logging entries:list for the endpoint the filter names."""
+        match = re.search(r'resource\.labels\.endpoint_id\s*=\s*"?(\d+)"?', body.get("filter", ""))
+        if not match:
+            return {}
+        found = sorted(self._entries(match.group(1)), key=lambda item: item[1]["t"],
+                       reverse="desc" in str(body.get("orderBy", "")).lower())
+        found = found[:int(body.get("pageSize") or 1000)]
+        entries = []
+        for name, entry in found:
+            project, location = name.split("/")[1], name.split("/")[3]
+            stamp = datetime.fromtimestamp(entry["t"], UTC).isoformat().replace("+00:00", "Z")
+            error = bool(re.search(r"Error|ERROR|Traceback|error:", entry["text"]))
+            entries.append({
+                "logName": f"projects/{project}/logs/aiplatform.googleapis.com%2F"
+                           "prediction_container",
+                "resource": {"type": "aiplatform.googleapis.com/Endpoint",
+                             "labels": {"endpoint_id": match.group(1), "location": location,
+                                        "resource_container": project}},
+                "textPayload": entry["text"], "timestamp": stamp, "insertId": entry["id"],
+                "severity": "ERROR" if error else "INFO"})
+        return {"entries": entries} if entries else {}
+
+    def seed_failure(self, body, **_):
+        cause = str(body.get("cause", ""))
+        if cause not in SEEDED_CAUSES:
+            raise ApiError(400, f"unknown cause {cause!r}; choose one of {sorted(SEEDED_CAUSES)}")
+        with self.state.lock:
+            self.seeded_failures.append(cause)
+        return {"seeded": self.seeded_failures}
 
 
 class _Proxy:

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,6 +164,61 @@ def check_engine(values: dict[str, Any], env: dict[str, str], gpu_count: int,
     return lines
 
 
+SEEDED_CAUSES = {"oom", "max_model_len", "hf_auth", "quota", "unsupported_model"}
+
+
+class QuotaFailure(Exception):
+    """The platform refuses to schedule the replica: no serving quota for its GPUs."""
+
+    def __init__(self, machine: dict[str, Any]):
+        gpu = str(machine.get("acceleratorType", "")).lower()
+        super().__init__(
+            "The following quota metrics exceed quota limits: aiplatform.googleapis.com/"
+            f"custom_model_serving_{gpu}_gpus")
+
+
+def seeded_failure_lines(cause: str, model: dict[str, Any], machine: dict[str, Any]) -> list[str]:
+    """A start-up that fails the way vLLM (0.6-0.9, V0 engine) reports it, for rehearsing the
+    debugging notebook. Numbers follow the deployment's own settings."""
+    from nbhelpers.catalog import ACCELERATORS
+
+    values = parse_args(list(model["containerSpec"].get("args") or []))
+    name = values.get("model", "model")
+    gib = ACCELERATORS.get(machine.get("acceleratorType", ""))
+    capacity = gib.memory_gib if gib else 22.05
+    start = [_log("INFO", "api_server.py", f"vLLM API server (nbhelpers emulator stand-in), "
+                  f"seeded failure: {cause}"),
+             _log("INFO", "model_runner.py", f"Starting to load model {name}...")]
+    if cause == "oom":
+        return [*start, _log("INFO", "enc_dec_model_runner.py", "Starting profile run for "
+                             "multi-modal models."),
+                "Traceback (most recent call last):",
+                "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 6.20 GiB. GPU 0 "
+                f"has a total capacity of {capacity:.2f} GiB of which 1.41 GiB is free. "
+                "Including non-PyTorch memory, this process has "
+                f"{capacity - 1.41:.2f} GiB memory in use.",
+                _log("ERROR", "launcher", "Model server exited unexpectedly")]
+    if cause == "max_model_len":
+        wanted = int(values.get("max-model-len", 4096))
+        room = max(16, int(wanted * 0.55) // 16 * 16)
+        return [*start, _log("INFO", "worker.py", f"# GPU blocks: {room // 16}, "
+                             "# CPU blocks: 2048"),
+                "Traceback (most recent call last):",
+                f"ValueError: The model's max seq len ({wanted}) is larger than the maximum "
+                f"number of tokens that can be stored in KV cache ({room}). Try increasing "
+                "`gpu_memory_utilization` or decreasing `max_model_len` when initializing the "
+                "engine."]
+    if cause == "hf_auth":
+        return [*start, "Traceback (most recent call last):",
+                "huggingface_hub.errors.GatedRepoError: 401 Client Error. Cannot access gated "
+                f"repo for url https://huggingface.co/{name}/resolve/main/config.json. Access "
+                f"to model {name} is restricted. You must have access to it and be "
+                "authenticated to access it. Please log in."]
+    return [*start, "Traceback (most recent call last):",
+            "ValueError: Model architectures ['MllamaForConditionalGeneration'] are not "
+            "supported for now. Supported architectures: ['LlamaForCausalLM', ...]"]
+
+
 @dataclass
 class Replica:
     """One serving replica: a real HTTP server on 127.0.0.1 with the container's routes.
@@ -178,7 +234,7 @@ class Replica:
     images_per_prompt: int = 0  # vLLM's limit_mm_per_prompt for images (mllama: 1)
     max_num_seqs: int = 256
     service_seconds: float = 0.0
-    log: list[str] = field(default_factory=list)
+    on_log: Callable[[list[str]], None] | None = None  # lines for the endpoint's log
     _server: Server | None = None
     _slot_free_at: list[float] = field(default_factory=list)
     _schedule_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -256,9 +312,13 @@ class Replica:
                          "message": message}
 
         if not self.chat_template:
-            return error("As of transformers v4.44, default chat template is no longer allowed, "
-                         "so you must provide a chat template if the tokenizer does not define "
-                         "one.")
+            message = ("As of transformers v4.44, default chat template is no longer allowed, "
+                       "so you must provide a chat template if the tokenizer does not define "
+                       "one.")
+            if self.on_log:  # vLLM logs the refusal too, so the debugging notebook can see it
+                self.on_log([_log("ERROR", "serving_chat.py:222", "Error in preprocessing "
+                                  "prompt inputs"), f"ValueError: {message}"])
+            return error(message)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return error("messages must be a non-empty list")
