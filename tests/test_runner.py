@@ -37,8 +37,12 @@ def test_two_model_matrix(tmp_path):
         by_entry.setdefault(r.entry, []).append(r.notebook)
     assert by_entry[""] == ["00_setup.ipynb", "05_cleanup.ipynb"]
     assert by_entry["Llama-3.1-8B-Instruct"] == [
-        "01_deploy_llama31_text.ipynb", "03_openai_chat_inference.ipynb", "05_cleanup.ipynb"]
-    assert by_entry["Llama-3.2-1B"] == ["02_deploy_llama32_multimodal.ipynb", "05_cleanup.ipynb"]
+        "01_deploy_llama31_text.ipynb", "03_openai_chat_inference.ipynb", "04_debugging.ipynb",
+        "05_cleanup.ipynb"]
+    assert by_entry["Llama-3.2-1B"] == ["02_deploy_llama32_multimodal.ipynb",
+                                        "04_debugging.ipynb", "05_cleanup.ipynb"]
+    assert all(r.results == {"diagnosis": "healthy"} for r in report.runs
+               if r.notebook == "04_debugging.ipynb")
     run_ids = {r.run_id for r in report.runs if r.entry}
     assert run_ids == {"mx-llama-3-1-8b-instruct", "mx-llama-3-2-1b"}
     cleanups = [r for r in report.runs if r.notebook == "05_cleanup.ipynb" and r.entry]
@@ -50,12 +54,14 @@ def test_two_model_matrix(tmp_path):
 
 def test_failure_after_the_endpoint_exists_still_cleans_up(tmp_path):
     report = run(RunConfig(NOTEBOOKS, tmp_path, run_id="bad", progress=False,
-                           only=("00", "01"), parameters={"MAX_TOKENS": 0}))
+                           only=("00", "01", "04"), parameters={"MAX_TOKENS": 0}))
     assert report.exit_code == 1
     failed = [r for r in report.runs if r.status == "failed"]
     assert [r.notebook for r in failed] == ["01_deploy_llama31_text.ipynb"]
     assert "max_tokens must be a positive whole number" in failed[0].error
     assert failed[0].cell is not None
+    debug = [r for r in report.runs if r.notebook == "04_debugging.ipynb"]
+    assert debug[0].ok  # diagnosis runs after a failure; the endpoint itself is healthy here
     assert report.runs[-1].notebook == "05_cleanup.ipynb" and report.runs[-1].ok
     assert report.runs[-1].results == {"deleted": 2}
     state = _emulator_state(tmp_path / "bad")
