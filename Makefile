@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit notebooks emulator clean
+.PHONY: demo test lint browser-deps emulator clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed, found " + sys.version'
@@ -22,12 +22,20 @@ demo: $(STAMP)
 
 ## Lint, unit tests, emulator-backed SDK tests, notebooks under papermill, then nbval over the
 ## notebooks with the emulator chosen through the environment (a throwaway state dir and token).
-test: $(STAMP) lint
+test: $(STAMP) lint browser-deps
 	$(BIN)/python -m pytest -q
 	state=$$(mktemp -d) && NBHELPERS_BACKEND=emulator NBHELPERS_STATE_DIR=$$state \
 	  NBHELPERS_RUN_ID=nbval HF_TOKEN=hf_rehearsalOnlyNotARealToken NBHELPERS_EMULATOR_URL= \
 	  $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks; \
 	  status=$$?; rm -rf $$state; exit $$status
+
+## Debian's Chromium for the browser tests (Playwright drives it; no browser download).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	  else echo "chromium is missing and this is not root: the browser tests will be skipped"; fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check nbhelpers tests benchmarks

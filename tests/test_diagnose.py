@@ -123,12 +123,10 @@ def test_base_model_chat_leaves_a_log_line_to_diagnose(session, env):
     ("hf_auth", "Llama-3.1-8B-Instruct", "HF_TOKEN"),
     ("quota", "Llama-3.1-70B-Instruct", "quota"),
 ])
-def test_debugging_notebook_names_cause_and_fix(tmp_path, monkeypatch, emulator, cause, model,
+def test_debugging_notebook_names_cause_and_fix(tmp_path, env, emulator, cause, model,
                                                 expected):
-    monkeypatch.setenv("NBHELPERS_STATE_DIR", str(tmp_path / "dbg" / "state"))
-    monkeypatch.setenv("NBHELPERS_EMULATOR_URL", emulator.url)
-    monkeypatch.setenv("NBHELPERS_BACKEND", "emulator")
-    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    env.setenv("NBHELPERS_STATE_DIR", str(tmp_path / "dbg" / "state"))  # the runner's state
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
     session = nbhelpers.connect(run_id="dbg", quiet=True)
     _seed(emulator, cause)
     with pytest.raises(DeploymentError):

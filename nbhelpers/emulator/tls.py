@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import secrets
 import ssl
 from pathlib import Path
 
@@ -20,7 +21,10 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nbhelpers emulator")])
+    # A name of its own: a trust bundle may hold certificates of several emulators, and
+    # OpenSSL picks the issuer by name, so equal names would make verification fail.
+    unique = secrets.token_hex(4)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"nbhelpers emulator {unique}")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name)
