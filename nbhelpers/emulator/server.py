@@ -231,19 +231,19 @@ class VertexEmulator:
             self.state.save()
         return op
 
+    def _lookup(self, collection: str, name: str, missing: str) -> dict[str, Any]:
+        resource = self.state.data[collection].get(name)
+        if resource is None:
+            raise ApiError(404, missing.format(name=name))  # Vertex AI's own wording
+        return resource
+
     def _endpoint(self, project: str, location: str, eid: str) -> dict[str, Any]:
-        name = f"{self._parent(project, location)}/endpoints/{eid}"
-        endpoint = self.state.data["endpoints"].get(name)
-        if endpoint is None:
-            raise ApiError(404, f'Endpoint "{name}" not found.')
-        return endpoint
+        return self._lookup("endpoints", f"{self._parent(project, location)}/endpoints/{eid}",
+                            'Endpoint "{name}" not found.')
 
     def _model(self, project: str, location: str, mid: str) -> dict[str, Any]:
         name = f"{self._parent(project, location)}/models/{mid.split('@')[0]}"
-        model = self.state.data["models"].get(name)
-        if model is None:
-            raise ApiError(404, f'The Model "{name}" does not exist.')
-        return model
+        return self._lookup("models", name, 'The Model "{name}" does not exist.')
 
     def _list(self, collection: str, project: str, location: str,
               query: dict[str, str]) -> dict[str, Any]:
