@@ -364,7 +364,8 @@ def write_reports(report: RunReport) -> tuple[Path, Path]:
     colour = {"passed": "#d8f5d8", "skipped": "#eeeeee"}
     body = "".join(
         f"<tr style='background:{colour.get(row[1], '#f9d6d5')}'>"
-        + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+        + "".join(f"<td>{html.escape(c)}</td>" for c in row[:-1])
+        + f"<td><a href='{html.escape(row[-1])}'>{html.escape(row[-1])}</a></td></tr>"
         for row in _rows(report))
     failure_html = "".join(
         f"<p><b>{html.escape(r.notebook)}</b> {r.status}"
