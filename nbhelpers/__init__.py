@@ -24,6 +24,7 @@ _EXPORTS = {
     "to_data_url": "images", "load_image": "images", "sample_image": "images",
     "find_resources": "cleanup", "cleanup": "cleanup", "cleanup_expired": "cleanup",
     "model_picker": "widgets",
+    "serving_quota": "quota", "require_quota": "quota",
     "diagnose_text": "diagnose", "diagnose_endpoint": "diagnose",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)

@@ -131,6 +131,19 @@ def _find_live(session: Session, key: str) -> Deployment | None:
     return None
 
 
+def _check_quota(session: Session, hardware: Hardware) -> None:
+    """Stops before anything is created when the serving quota is short; a quota that cannot
+    be read (API off, no permission) is reported and the deployment goes on."""
+    from google.api_core import exceptions
+
+    from nbhelpers.quota import require_quota
+
+    try:
+        print(f"Serving quota: {require_quota(session, hardware).describe()}.")
+    except exceptions.GoogleAPICallError as err:
+        print(f"Could not read the serving quota ({err.message}); deploying anyway.")
+
+
 def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> Deployment:
     """Creates endpoint and model (both labelled) and deploys, or reuses the live deployment."""
     from google.cloud import aiplatform
@@ -143,6 +156,7 @@ def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> 
               f"(run {settings.run_id}); nothing new is created or billed.")
         return live
 
+    _check_quota(session, plan.hardware)
     labels = settings.labels(**{"nbh-model": key})
     display = validate.display_name(f"{key}-{validate.label_value(settings.run_id)}")[:128]
     record = session.state.deployments.get(key) or {}

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from nbhelpers.connection import Session
 from nbhelpers.errors import ConfigError
 
-REQUIRED_APIS = ("aiplatform.googleapis.com", "compute.googleapis.com")
+# Vertex AI and Compute Engine as in the tutorial; Cloud Quotas for the pre-deploy quota check.
+REQUIRED_APIS = ("aiplatform.googleapis.com", "compute.googleapis.com",
+                 "cloudquotas.googleapis.com")
 BUCKET_ROLES = ("roles/storage.admin",)
 PROJECT_ROLES = ("roles/storage.admin", "roles/aiplatform.user")
 ENABLED = 2  # google.api.serviceusage.v1.State.ENABLED

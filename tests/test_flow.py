@@ -12,13 +12,14 @@ from tests.conftest import FAKE_TOKEN
 
 def test_prepare_project_is_idempotent(session):
     first = nbhelpers.prepare_project(session)
-    assert first.enabled_apis == ["aiplatform.googleapis.com", "compute.googleapis.com"]
+    assert first.enabled_apis == ["aiplatform.googleapis.com", "compute.googleapis.com",
+                                  "cloudquotas.googleapis.com"]
     assert first.bucket_created and first.bucket_uri == "gs://test-project-llama-us-central1"
     assert first.service_account.endswith("-compute@developer.gserviceaccount.com")
     assert first.service_account.split("-")[0].isdigit()
     assert len(first.granted) == 3
     second = nbhelpers.prepare_project(session)
-    assert second.enabled_apis == [] and len(second.already_enabled) == 2
+    assert second.enabled_apis == [] and len(second.already_enabled) == 3
     assert not second.bucket_created and second.granted == []
     bucket = session.storage_client().get_bucket(session.settings.bucket_name)
     assert bucket.location == "US-CENTRAL1"
@@ -141,3 +142,27 @@ def test_cleanup_expired_spares_the_living_and_the_unlabelled(session, env):
     assert "stale" not in names and "unlabelled-old" in names and len(names) == 2
     later = nbhelpers.cleanup_expired(session, dry_run=True, now=time.time() + 48 * 3600)
     assert len(later.endpoints) == 1 and len(later.models) == 1  # ours, once it has expired
+
+
+def test_serving_quota_is_read_before_deploying(session, env, emulator):
+    import json
+    import urllib.request
+
+    hardware = nbhelpers.Hardware.for_machine("a3-highgpu-4g")
+    check = nbhelpers.require_quota(session, hardware)
+    assert check.quota_id == "CustomModelServingH100GPUsPerProjectPerRegion"
+    assert (check.limit, check.needed, check.enough) == (16, 4, True)
+    request = urllib.request.Request(
+        f"{emulator.url}/emulator/quota",
+        json.dumps({"quota_id": check.quota_id, "region": "us-central1", "value": 2}).encode(),
+        {"Content-Type": "application/json"})
+    urllib.request.urlopen(request).close()
+    with pytest.raises(ConfigError, match="limit 2, this deployment needs 4.*Request an increase"):
+        nbhelpers.require_quota(session, hardware)
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    with pytest.raises(ConfigError, match="not enough serving quota"):
+        nbhelpers.deploy(session, _plan("Llama-3.1-70B-Instruct"))
+    assert aiplatform.Endpoint.list() == []  # refused before anything was created
+    other_region = nbhelpers.connect(project="test-project", region="europe-west4",
+                                     run_id="run-eu", quiet=True)
+    assert nbhelpers.serving_quota(other_region, hardware).limit == 16

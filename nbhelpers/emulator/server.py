@@ -28,6 +28,7 @@ from nbhelpers.emulator.vllm import (
 )
 
 PREDICT_PAYLOAD_LIMIT = 1_572_864
+DEFAULT_GPU_QUOTA = 16
 TOKEN_PLACEHOLDER = "<set at upload; not stored by the emulator>"
 V1 = "type.googleapis.com/google.cloud.aiplatform.v1."
 EMPTY = "type.googleapis.com/google.protobuf.Empty"
@@ -156,6 +157,9 @@ class VertexEmulator:
             ("GET", r"/v3/projects/(?P<project>[^/:]+)", self.get_project),
             ("POST", r"/v3/projects/(?P<project>[^/:]+):getIamPolicy", self.get_iam_policy),
             ("POST", r"/v3/projects/(?P<project>[^/:]+):setIamPolicy", self.set_iam_policy),
+            ("GET", r"/v1/projects/(?P<project>[^/]+)/locations/global/services/"
+                    r"(?P<service>[^/]+)/quotaInfos/(?P<qid>[^/]+)", self.get_quota_info),
+            ("POST", r"/emulator/quota", self.set_quota),
             ("GET", r"/emulator/info", self.info),
             ("POST", r"/emulator/faults", self.inject_fault),
             ("POST", r"/emulator/fail-next-deploy", self.seed_failure),
@@ -585,6 +589,28 @@ class VertexEmulator:
         if operation is None:
             raise ApiError(404, f"Operation {name!r} not found.")
         return operation
+
+    # --- Cloud Quotas ---------------------------------------------------------------------
+    def get_quota_info(self, body, project, service, qid, **_):
+        """Serving quotas default to 16 GPUs of each kind in every region; tests lower them."""
+        regions = self.state.data.setdefault("quotas", {}).get(qid, {"*": DEFAULT_GPU_QUOTA})
+        infos = [{"dimensions": {} if region == "*" else {"region": region},
+                  "details": {"value": str(value)},
+                  "applicableLocations": [] if region == "*" else [region]}
+                 for region, value in regions.items()]
+        return {"name": f"projects/{project_number(project)}/locations/global/services/"
+                        f"{service}/quotaInfos/{qid}",
+                "quotaId": qid, "service": service, "dimensions": ["region"],
+                "metric": f"{service}/{qid}", "isPrecise": True,
+                "dimensionsInfos": infos}
+
+    def set_quota(self, body, **_):
+        with self.state.lock:
+            quotas = self.state.data.setdefault("quotas", {})
+            quotas.setdefault(body["quota_id"], {"*": DEFAULT_GPU_QUOTA})[
+                body.get("region", "*")] = int(body["value"])
+            self.state.save()
+        return {}
 
     # --- emulator's own ------------------------------------------------------------------
     def info(self, body, **_):
