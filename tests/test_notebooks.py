@@ -87,8 +87,7 @@ def test_setup_deploy_predict_cleanup(tmp_path, monkeypatch, capfd):
 ])
 def test_bad_input_is_refused_before_anything_is_created(tmp_path, emulator, notebook,
                                                         parameters, env, message):
-    results = run_suite(NOTEBOOKS, tmp_path, notebooks=("00_setup.ipynb", notebook)
-                        if notebook != "00_setup.ipynb" else (notebook,),
+    results = run_suite(NOTEBOOKS, tmp_path, notebooks=(notebook,),
                         parameters=parameters, run_id="bad",
                         environment={"NBHELPERS_EMULATOR_URL": emulator.url,
                                      "HF_TOKEN": FAKE_TOKEN, **env})
