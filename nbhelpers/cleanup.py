@@ -37,18 +37,21 @@ def _ours(labels: dict[str, str], session: Session, whole_owner: bool) -> bool:
             and (whole_owner or labels.get(LABEL_RUN) == label_value(settings.run_id)))
 
 
+def _labelled(query: str, keep: Any) -> Inventory:
+    """Endpoints and models the server-side filter returns and `keep(labels)` accepts."""
+    from google.cloud import aiplatform
+
+    return Inventory(
+        endpoints=[e for e in aiplatform.Endpoint.list(filter=query) if keep(dict(e.labels))],
+        models=[m for m in aiplatform.Model.list(filter=query) if keep(dict(m.labels))],
+    )
+
+
 def find_resources(session: Session, *, whole_owner: bool = False,
                    include_bucket: bool = False) -> Inventory:
     """This run's labelled endpoints and models (or all of this owner's runs)."""
-    from google.cloud import aiplatform
-
-    query = session.settings.label_filter(whole_owner=whole_owner)
-    inventory = Inventory(
-        endpoints=[e for e in aiplatform.Endpoint.list(filter=query)
-                   if _ours(dict(e.labels), session, whole_owner)],
-        models=[m for m in aiplatform.Model.list(filter=query)
-                if _ours(dict(m.labels), session, whole_owner)],
-    )
+    inventory = _labelled(session.settings.label_filter(whole_owner=whole_owner),
+                          lambda labels: _ours(labels, session, whole_owner))
     if include_bucket:
         bucket = session.storage_client().lookup_bucket(session.settings.bucket_name)
         if bucket is not None and _ours(dict(bucket.labels or {}), session, whole_owner):
@@ -73,16 +76,21 @@ def _retry(action: Any, what: str, attempts: int = 6) -> None:
             time.sleep(2 ** attempt)
 
 
+def _announce(inventory: Inventory, what: str, dry_run: bool) -> None:
+    verb = "Would delete" if dry_run else "Deleting"
+    print(f"{verb} {len(inventory)} {what}:\n{inventory.describe()}")
+    if not dry_run:
+        _delete(inventory)
+
+
 def cleanup(session: Session, *, dry_run: bool = True, whole_owner: bool = False,
             delete_bucket: bool = False) -> Inventory:
     """Undeploys and deletes this run's endpoints, then its models (and the bucket if asked and
     created by the suite). With dry_run, only lists what would go."""
     inventory = find_resources(session, whole_owner=whole_owner, include_bucket=delete_bucket)
-    verb = "Would delete" if dry_run else "Deleting"
-    print(f"{verb} {len(inventory)} resource(s):\n{inventory.describe()}")
+    _announce(inventory, "resource(s)", dry_run)
     if dry_run:
         return inventory
-    _delete(inventory)
     for key, record in list(session.state.deployments.items()):
         if any(record.get("endpoint_name") == e.resource_name for e in inventory.endpoints):
             session.state.forget_deployment(key)
@@ -95,19 +103,10 @@ def cleanup_expired(session: Session, *, dry_run: bool = True,
     """Deletes the suite's endpoints and models, of any owner, whose expiry label has passed:
     what a killed machine or an interrupted run left behind. Nothing without the suite's label
     and a past expiry is touched."""
-    from google.cloud import aiplatform
-
-    query = f"labels.{LABEL_SUITE}={SUITE}"
-    inventory = Inventory(
-        endpoints=[e for e in aiplatform.Endpoint.list(filter=query)
-                   if dict(e.labels).get(LABEL_SUITE) == SUITE and is_expired(dict(e.labels), now)],
-        models=[m for m in aiplatform.Model.list(filter=query)
-                if dict(m.labels).get(LABEL_SUITE) == SUITE and is_expired(dict(m.labels), now)],
-    )
-    verb = "Would delete" if dry_run else "Deleting"
-    print(f"{verb} {len(inventory)} expired resource(s):\n{inventory.describe()}")
-    if not dry_run:
-        _delete(inventory)
+    inventory = _labelled(f"labels.{LABEL_SUITE}={SUITE}",
+                          lambda labels: labels.get(LABEL_SUITE) == SUITE
+                          and is_expired(labels, now))
+    _announce(inventory, "expired resource(s)", dry_run)
     return inventory
 
 

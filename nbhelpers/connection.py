@@ -65,7 +65,7 @@ def _trust_emulator_certificate(ca_file: str) -> None:
     os.environ["REQUESTS_CA_BUNDLE"] = os.environ["SSL_CERT_FILE"] = str(bundle)
 
 
-def _emulator_url(settings: Settings) -> str:
+def _emulator_url() -> str:
     global _in_process
     url = os.environ.get("NBHELPERS_EMULATOR_URL")
     if url:
@@ -94,7 +94,7 @@ def connect(
     if resolved.backend == "emulator":
         from google.auth.credentials import AnonymousCredentials
 
-        url = _emulator_url(resolved)
+        url = _emulator_url()
         with urllib.request.urlopen(url + "/emulator/info", timeout=10) as response:
             info = json.loads(response.read())
         if info.get("storage_url"):
