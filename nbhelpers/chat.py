@@ -49,7 +49,9 @@ def chat_client(deployment: Any, *, credentials: Any = None, max_retries: int = 
     import openai
     from google.cloud.aiplatform import initializer
 
-    endpoint = deployment.endpoint() if hasattr(deployment, "model_name") else deployment
+    from nbhelpers.deploy import endpoint_of
+
+    endpoint = endpoint_of(deployment)
     credentials = credentials or initializer.global_config.credentials
     return openai.OpenAI(base_url=base_url(endpoint), api_key=token_provider(credentials),
                          max_retries=max_retries)

@@ -73,6 +73,11 @@ class Deployment:
         return cached
 
 
+def endpoint_of(target: Any) -> Any:
+    """The aiplatform.Endpoint of a Deployment; an Endpoint is returned as it is."""
+    return target.endpoint() if isinstance(target, Deployment) else target
+
+
 def plan_deployment(
     model: str | ModelSpec,
     *,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nbhelpers.deploy import endpoint_of
 from nbhelpers.errors import ConfigError
 
 OUTPUT_MARKER = "\nOutput:\n"
@@ -62,8 +63,7 @@ def predict(
     `lora_id` names a LoRA adapter (a gs:// or Hugging Face path) for a server started with
     enable_lora.
     """
-    if hasattr(endpoint, "endpoint") and callable(endpoint.endpoint):
-        endpoint = endpoint.endpoint()
+    endpoint = endpoint_of(endpoint)
     batch = [prompts] if isinstance(prompts, str) else list(prompts)
     instances = [build_instance(p, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                                 top_k=top_k, raw_response=raw_response, lora_id=lora_id)
