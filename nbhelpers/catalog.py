@@ -110,6 +110,11 @@ class ModelSpec:
         return self.instruct
 
     @property
+    def config(self) -> dict:
+        """The architecture part of the model's Hugging Face config.json (for the planner)."""
+        return hf_config(self.name)
+
+    @property
     def slug(self) -> str:
         """Label-safe short name, e.g. 'llama-3-1-8b-instruct'."""
         return self.name.lower().replace(".", "-")
@@ -176,3 +181,57 @@ def get_model(name: str, family: str | None = None, *, instruct_only: bool = Fal
         kind = "Instruct model" if instruct_only else "model"
         raise ConfigError(f"unknown {kind} {name!r}{where}; choose one of {choices(pool)}")
     return found
+
+
+# The architecture fields of each model's config.json on Hugging Face (base and Instruct share
+# them). The FP8 405B checkpoint quantizes the MLPs of all but its first and last layers to one
+# byte and keeps attention, embeddings and lm_head in bfloat16 (Meta's model card and the Llama 3
+# paper, section 6.2).
+_LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_key_value_heads": 8,
+          "vocab_size": 128256, "max_position_embeddings": 131072, "torch_dtype": "bfloat16"}
+_VISION_TOWER = {"image_size": 560, "patch_size": 14, "max_num_tiles": 4, "hidden_size": 1280,
+                 "intermediate_size": 5120, "num_hidden_layers": 32, "num_global_layers": 8,
+                 "attention_heads": 16, "intermediate_layers_indices": [3, 7, 15, 23, 30],
+                 "vision_output_dim": 7680, "supported_aspect_ratios": [[1, 1]] * 8}
+_ARCHITECTURES: dict[str, dict] = {
+    "Llama-3.1-8B": {**_LLAMA, "num_hidden_layers": 32, "num_attention_heads": 32,
+                     "hidden_size": 4096, "intermediate_size": 14336, "tie_word_embeddings": False},
+    "Llama-3.1-70B": {**_LLAMA, "num_hidden_layers": 80, "num_attention_heads": 64,
+                      "hidden_size": 8192, "intermediate_size": 28672,
+                      "tie_word_embeddings": False},
+    "Llama-3.1-405B-FP8": {
+        **_LLAMA, "num_hidden_layers": 126, "num_attention_heads": 128, "hidden_size": 16384,
+        "intermediate_size": 53248, "tie_word_embeddings": False,
+        "quantization_config": {"quant_method": "fbgemm_fp8", "modules_to_not_convert": [
+            "model.layers.*.self_attn", "model.layers.0.mlp", "model.layers.125.mlp",
+            "lm_head"]}},
+    "Llama-3.2-1B": {**_LLAMA, "num_hidden_layers": 16, "num_attention_heads": 32,
+                     "hidden_size": 2048, "intermediate_size": 8192, "head_dim": 64,
+                     "tie_word_embeddings": True},
+    "Llama-3.2-3B": {**_LLAMA, "num_hidden_layers": 28, "num_attention_heads": 24,
+                     "hidden_size": 3072, "intermediate_size": 8192, "head_dim": 128,
+                     "tie_word_embeddings": True},
+    "Llama-3.2-11B-Vision": {
+        "architectures": ["MllamaForConditionalGeneration"], "model_type": "mllama",
+        "torch_dtype": "bfloat16",
+        "text_config": {**_LLAMA, "num_hidden_layers": 40, "num_attention_heads": 32,
+                        "hidden_size": 4096, "intermediate_size": 14336,
+                        "cross_attention_layers": [3, 8, 13, 18, 23, 28, 33, 38],
+                        "tie_word_embeddings": False},
+        "vision_config": _VISION_TOWER},
+    "Llama-3.2-90B-Vision": {
+        "architectures": ["MllamaForConditionalGeneration"], "model_type": "mllama",
+        "torch_dtype": "bfloat16",
+        "text_config": {**_LLAMA, "num_hidden_layers": 100, "num_attention_heads": 64,
+                        "hidden_size": 8192, "intermediate_size": 28672,
+                        "cross_attention_layers": list(range(3, 100, 5)),
+                        "tie_word_embeddings": False},
+        "vision_config": _VISION_TOWER},
+}
+
+
+def hf_config(name: str) -> dict:
+    """config.json architecture fields of a catalog model, by picker name or Hugging Face id."""
+    spec = get_model(name)
+    base = spec.name.replace("-Instruct", "")
+    return _ARCHITECTURES[base]
