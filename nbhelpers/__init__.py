@@ -25,6 +25,7 @@ _EXPORTS = {
     "find_resources": "cleanup", "cleanup": "cleanup", "cleanup_expired": "cleanup",
     "model_picker": "widgets",
     "serving_quota": "quota", "require_quota": "quota",
+    "plan": "planner", "Plan": "planner",
     "diagnose_text": "diagnose", "diagnose_endpoint": "diagnose",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""Command line: `python -m nbhelpers emulator|demo|check-notebooks`."""
+"""Command line: `python -m nbhelpers emulator|run|cleanup|plan|check-notebooks`."""
 
 from __future__ import annotations
 
@@ -68,6 +68,27 @@ def _cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    """Prints the plan; exit status 0 when vLLM would start, 1 when not, 2 on bad input."""
+    import json
+
+    from nbhelpers import planner
+    from nbhelpers.errors import ConfigError
+
+    try:
+        config = json.loads(Path(args.config).read_text()) if args.config else None
+        result = planner.plan(
+            args.model, config, args.accelerator, args.gpu_memory_gib, args.count,
+            args.dtype, args.gpu_memory_utilization, args.max_model_len, args.max_num_seqs,
+            args.max_num_batched_tokens, args.enforce_eager, args.vllm_version,
+            kv_cache_dtype=args.kv_cache_dtype)
+    except (ConfigError, OSError, json.JSONDecodeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result.describe())
+    return 0 if result.ok else 1
+
+
 def _check(args: argparse.Namespace) -> int:
     from nbhelpers.notebook_checks import check
 
@@ -115,6 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     clean.add_argument("--project", default="")
     clean.add_argument("--region", default="")
     clean.set_defaults(func=_cleanup)
+    pln = commands.add_parser("plan", help="predict whether vLLM starts a model on given GPUs")
+    pln.add_argument("--model", help="catalog model name or Hugging Face id")
+    pln.add_argument("--config", help="a config.json file, for a model outside the catalog")
+    pln.add_argument("--accelerator", help="Vertex accelerator type or short name (L4, H100)")
+    pln.add_argument("--gpu-memory-gib", type=float, help="total GPU memory, overrides the type")
+    pln.add_argument("--count", "--accelerator-count", type=int, default=1,
+                     help="GPUs (tensor-parallel size)")
+    pln.add_argument("--dtype", default="bfloat16", help="bfloat16, float16, float32 or fp8")
+    pln.add_argument("--kv-cache-dtype", default="auto")
+    pln.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    pln.add_argument("--max-model-len", type=int, default=4096)
+    pln.add_argument("--max-num-seqs", type=int, default=256)
+    pln.add_argument("--max-num-batched-tokens", type=int, default=None)
+    pln.add_argument("--enforce-eager", action="store_true")
+    pln.add_argument("--vllm-version", default=None, help="default: the default container's")
+    pln.add_argument("--json", action="store_true", help="print the plan as JSON")
+    pln.set_defaults(func=_plan)
     chk = commands.add_parser("check-notebooks", help="lint notebooks for the suite's rules")
     chk.add_argument("directory")
     chk.set_defaults(func=_check)
