@@ -10,10 +10,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from nbhelpers import catalog, tokens, validate
+from nbhelpers import catalog, planner, tokens, validate
 from nbhelpers.catalog import Hardware, ModelSpec
 from nbhelpers.connection import Session
-from nbhelpers.container import DEFAULT_TAG, ContainerSpec, VllmOptions, container_spec
+from nbhelpers.container import DEFAULT_TAG, RELEASES, ContainerSpec, VllmOptions, container_spec
 from nbhelpers.errors import ConfigError, DeploymentError
 
 
@@ -27,6 +27,8 @@ class DeploymentPlan:
     container: ContainerSpec
     dedicated_endpoint: bool
     weights_uri: str
+    memory: planner.Plan  # the preflight planner's prediction for these GPUs and settings
+    force: bool = False  # deploy even when the planner predicts a failed start
 
     def describe(self) -> str:
         source = self.weights_uri or f"Hugging Face {self.model.hf_id}"
@@ -39,7 +41,21 @@ class DeploymentPlan:
             f"container:  {self.container.image_uri}",
             "vllm args:  " + " ".join(self.container.args[3:]),
             f"env:        {self.container.public_env()}",
+            "memory:     " + self.memory.describe().replace("\n", "\n            "),
         ])
+
+    def require_fit(self) -> None:
+        """Stops, with the fixes, when the planner predicts vLLM will not start; a failed
+        start is otherwise found only after the deployment's long wait."""
+        if self.memory.ok or self.force:
+            return
+        fixes = "".join(f"\n  - {fix.summary}" for fix in self.memory.fixes) or \
+            "\n  - none found on these GPUs: choose a smaller model"
+        raise ConfigError(
+            f"{self.model.name} will not start on {self.hardware.describe()}: "
+            f"{self.memory.reason}.\nChange one of these and plan again (notebook parameters "
+            f"MAX_NUM_SEQS, MAX_MODEL_LEN, MACHINE_TYPE):{fixes}\nTo deploy anyway, set "
+            "FORCE_DEPLOY = True (plan_deployment(..., force=True)).")
 
 
 @dataclass
@@ -88,8 +104,10 @@ def plan_deployment(
     container_tag: str = DEFAULT_TAG,
     family: str | None = None,
     ask_for_token: bool = True,
+    force: bool = False,
 ) -> DeploymentPlan:
-    """Validates the request and builds the container; raises ConfigError before any cloud call."""
+    """Validates the request, predicts whether vLLM will start (`memory`) and builds the
+    container; raises ConfigError before any cloud call."""
     spec = model if isinstance(model, ModelSpec) else catalog.get_model(model, family)
     hardware = Hardware.for_machine(machine_type) if machine_type else spec.hardware
     resolved = (options or VllmOptions()).resolved(spec, hardware.accelerator_count)
@@ -99,7 +117,16 @@ def plan_deployment(
                             ask=ask_for_token)
     container = container_spec(spec, resolved, weights_uri=weights_uri or None, hf_token=token,
                                tag=container_tag)
-    return DeploymentPlan(spec, hardware, resolved, container, dedicated_endpoint, weights_uri)
+    memory = planner.plan(
+        spec.name, accelerator=hardware.accelerator_type,
+        accelerator_count=resolved.tensor_parallel_size,
+        dtype="fp8" if "--quantization=fp8" in resolved.extra_args else "bfloat16",
+        gpu_memory_utilization=resolved.gpu_memory_utilization,
+        max_model_len=resolved.max_model_len, max_num_seqs=resolved.max_num_seqs,
+        enforce_eager=bool(resolved.enforce_eager), vllm_version=RELEASES[container_tag],
+        kv_cache_dtype=resolved.kv_cache_dtype)
+    return DeploymentPlan(spec, hardware, resolved, container, dedicated_endpoint, weights_uri,
+                          memory, force)
 
 
 def _progress(future: concurrent.futures.Future, what: str, started: float) -> None:
@@ -161,6 +188,7 @@ def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> 
               f"(run {settings.run_id}); nothing new is created or billed.")
         return live
 
+    plan.require_fit()
     _check_quota(session, plan.hardware)
     labels = settings.labels(**{"nbh-model": key})
     display = validate.display_name(f"{key}-{validate.label_value(settings.run_id)}")[:128]

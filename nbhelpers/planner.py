@@ -339,7 +339,8 @@ class Plan:
                 "`gpu_memory_utilization` when initializing the engine."]
 
     def log_lines(self) -> list[str]:
-        """The start-up lines vLLM prints about memory, in its wording for this release."""
+        """The start-up lines vLLM prints about memory, in its wording for this release
+        (`failure_lines` follow them when it does not start)."""
         m = self.memory
         lines = [f"Loading model weights took {m.weights:.4f} GB"]
         if self.memory.kv_cache > 0 or self.verdict == "max_model_len":
@@ -359,7 +360,7 @@ class Plan:
                 ]
             lines.append(f"Maximum concurrency for {self.max_model_len} tokens per request: "
                          f"{self.max_concurrency:.2f}x")
-        return lines + self.failure_lines()
+        return lines
 
 
 def _accelerator(accelerator: str | None, gpu_memory_gib: float | None) -> tuple[str, float]:

@@ -13,7 +13,10 @@ from google.cloud import aiplatform
 from nbhelpers import emulator as emulator_module
 from tests.conftest import emulator_logs
 
-ARGS = ["python", "-m", "vllm.entrypoints.api_server", "--host=0.0.0.0", "--port=8080"]
+# --max-model-len: without it vLLM asks for the model's whole 131072-token context, which an L4's
+# KV cache cannot hold, and the emulator (through the planner) refuses to start, as vLLM would.
+ARGS = ["python", "-m", "vllm.entrypoints.api_server", "--host=0.0.0.0", "--port=8080",
+        "--max-model-len=4096"]
 
 
 @pytest.fixture

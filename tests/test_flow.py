@@ -115,6 +115,38 @@ def test_failed_deployment_is_reported_and_cleaned(session, env):
     assert len(nbhelpers.find_resources(session)) == 0
 
 
+@pytest.mark.parametrize("model, options, verdict, wording", [
+    ("Llama-3.2-11B-Vision-Instruct", nbhelpers.VllmOptions(max_num_seqs=256), "oom",
+     "torch.OutOfMemoryError: CUDA out of memory"),
+    ("Llama-3.1-8B-Instruct", nbhelpers.VllmOptions(max_model_len=131072), "max_model_len",
+     "To serve at least one request with the models's max seq len (131072)"),
+])
+def test_the_planner_stops_a_deploy_that_would_not_start(session, env, model, options,
+                                                         verdict, wording):
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    plan = nbhelpers.plan_deployment(model, options=options, ask_for_token=False)
+    assert plan.memory.verdict == verdict and "memory:" in plan.describe()
+    with pytest.raises(ConfigError, match="will not start on") as stopped:
+        nbhelpers.deploy(session, plan)
+    assert "max_num_seqs=" in str(stopped.value) or "max_model_len=" in str(stopped.value)
+    assert aiplatform.Endpoint.list() == [] and aiplatform.Model.list() == []
+    # Forced, the emulator's replica fails as the planner predicts, in vLLM's own words.
+    forced = nbhelpers.plan_deployment(model, options=options, ask_for_token=False, force=True)
+    with pytest.raises(DeploymentError, match="Model server exited unexpectedly"):
+        nbhelpers.deploy(session, forced)
+    report = nbhelpers.diagnose_endpoint(session)
+    assert report.diagnosis.kind == verdict, report.diagnosis
+    assert any(wording in line for line in report.log_lines), report.log_lines
+
+
+def test_a_good_start_logs_vllms_memory_report(session, env):
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    nbhelpers.deploy(session, _plan())
+    report = nbhelpers.diagnose_endpoint(session)
+    assert report.healthy
+    assert any("GPU KV cache size:" in line for line in report.log_lines), report.log_lines
+
+
 def test_dedicated_endpoint_is_served_over_https(session, env):
     env.setenv("HF_TOKEN", FAKE_TOKEN)
     deployment = nbhelpers.deploy(session, _plan(dedicated_endpoint=True))

@@ -23,6 +23,7 @@ from nbhelpers.emulator.vllm import (
     Replica,
     StartupFailure,
     check_engine,
+    check_memory,
     parse_args,
     seeded_failure_lines,
 )
@@ -379,15 +380,18 @@ class VertexEmulator:
                                body.get("trafficSplit") or {"0": 100})).start()
         return op
 
-    def _start_replica(self, model: dict[str, Any], gpu_count: int,
+    def _start_replica(self, model: dict[str, Any], machine: dict[str, Any],
                        endpoint_name: str) -> tuple[Replica, list[str]]:
         spec = model["containerSpec"]
         env = {e["name"]: e.get("value", "") for e in spec.get("env", [])}
         values = parse_args(list(spec.get("args") or spec.get("command") or []))
         gated = {m.hf_id for m in self._catalog.values() if m.gated}
-        lines = check_engine(values, env, gpu_count, gated)
+        lines = check_engine(values, env, machine.get("acceleratorCount", 0), gated)
         model_id = env.get("MODEL_ID") or values.get("model", "")
         catalog_entry = next((m for m in self._catalog.values() if m.hf_id == model_id), None)
+        if catalog_entry is not None:  # the planner decides whether it fits, as vLLM would
+            lines = check_memory(lines, values, catalog_entry.name, machine,
+                                 spec.get("imageUri", ""))
         vision = catalog_entry is not None and catalog_entry.modality == "vision"
         replica = Replica(model_id=values.get("model", model_id),
                           predict_route=spec.get("predictRoute", "/predict"),
@@ -421,7 +425,6 @@ class VertexEmulator:
             error = {"code": 5, "message": "The endpoint or model was deleted during deployment."}
         else:
             machine = deployed["dedicatedResources"]["machineSpec"]
-            gpus = machine["acceleratorCount"]
             with self.state.lock:
                 seeded = self.seeded_failures.pop(0) if self.seeded_failures else None
             try:
@@ -429,7 +432,7 @@ class VertexEmulator:
                     raise QuotaFailure(machine)
                 if seeded:
                     raise StartupFailure(seeded_failure_lines(seeded, model, machine))
-                replica, lines = self._start_replica(model, gpus, endpoint_name)
+                replica, lines = self._start_replica(model, machine, endpoint_name)
                 self.log(endpoint_name, lines)
             except QuotaFailure as failure:
                 error = {"code": 8, "message": str(failure)}
@@ -486,9 +489,9 @@ class VertexEmulator:
             for deployed in endpoint["deployedModels"]:
                 model = self.state.data["models"].get(deployed["model"])
                 if model:
-                    gpus = deployed["dedicatedResources"]["machineSpec"]["acceleratorCount"]
+                    machine = deployed["dedicatedResources"]["machineSpec"]
                     self.replicas[deployed["id"]] = self._start_replica(
-                        model, gpus, endpoint["name"])[0]
+                        model, machine, endpoint["name"])[0]
 
     # --- serving -----------------------------------------------------------------------
     def _serving(self, endpoint: dict[str, Any]) -> tuple[dict[str, Any], Replica]:

@@ -164,6 +164,40 @@ def check_engine(values: dict[str, Any], env: dict[str, str], gpu_count: int,
     return lines
 
 
+def check_memory(lines: list[str], values: dict[str, Any], model_name: str,
+                 machine: dict[str, Any], image_uri: str) -> list[str]:
+    """vLLM's memory profiling, predicted by the planner from the container's own arguments:
+    returns the start-up lines with the memory report, or raises StartupFailure with vLLM's
+    wording of the failure (CUDA out of memory, no cache blocks, max seq len too long)."""
+    from nbhelpers import planner
+    from nbhelpers.container import DEFAULT_TAG, RELEASES
+    from nbhelpers.errors import ConfigError
+
+    accelerator = machine.get("acceleratorType", "")
+    version = RELEASES.get(image_uri.rpartition(":")[2], RELEASES[DEFAULT_TAG])
+    try:
+        plan = planner.plan(
+            model_name, accelerator=accelerator,
+            accelerator_count=int(values.get("tensor-parallel-size", 1)),
+            dtype="fp8" if values.get("quantization") == "fp8" else "bfloat16",
+            gpu_memory_utilization=float(values.get("gpu-memory-utilization", 0.9)),
+            max_model_len=int(values.get("max-model-len", MAX_POSITIONS)),
+            max_num_seqs=int(values.get("max-num-seqs", 256)),
+            max_num_batched_tokens=values.get("max-num-batched-tokens"),
+            enforce_eager=bool(values.get("enforce-eager")), vllm_version=version,
+            kv_cache_dtype=values.get("kv-cache-dtype", "auto"),
+            swap_space_gib=float(values.get("swap-space", 4)), suggest_fixes=False)
+    except ConfigError as err:  # what the planner cannot size starts as before
+        return [*lines, _log("WARNING", "emulator", f"memory not simulated: {err}")]
+    where = "worker.py" if plan.engine == "V0" else "gpu_worker.py"
+    report = [_log("INFO", where, line) for line in plan.log_lines()]
+    if not plan.ok:
+        raise StartupFailure([*lines[:2], *report, "Traceback (most recent call last):",
+                              *plan.failure_lines(),
+                              _log("ERROR", "launcher", "Model server exited unexpectedly")])
+    return [*lines[:2], *report, *lines[2:]]
+
+
 SEEDED_CAUSES = {"oom", "max_model_len", "hf_auth", "quota", "unsupported_model"}
 
 
