@@ -9,6 +9,8 @@ measurement next to the planner's estimate:
 2. the peak activation of a Llama 3.1 8B-shaped decoder layer stack (2 layers, vLLM's shapes) for
    a prefill of T tokens, written the way vLLM computes it (fused QKV and gate/up projections,
    SiLU-and-multiply, flash attention), against tokens x (6 x intermediate + 6 x hidden) bytes;
+   and of vLLM V0's sampler on the profile run's dummy rows, against the planner's bytes per
+   logit;
 3. the peak activation of the Llama 3.2 Vision encoder (transformers' MllamaVisionModel, the
    code vLLM's mllama was written from) per 4-tile image, against the planner's per-image term.
 """
@@ -112,9 +114,11 @@ def _decoder(tokens_list: list[int]) -> None:
             x = rms(residual, layer["n2"])
             gate_up = F.linear(x, layer["gate_up"])
             del x
-            gate, up = gate_up.chunk(2, dim=-1)
-            act = F.silu(gate) * up  # vLLM's SiluAndMul writes one tensor of `intermediate`
-            del gate_up, gate, up
+            act = torch.empty(tokens, i, device=dev, dtype=dt)
+            for rows in range(0, tokens, 256):  # like vLLM's fused SiluAndMul: no temporaries
+                gate, up = gate_up[rows:rows + 256].chunk(2, dim=-1)
+                torch.mul(F.silu(gate), up, out=act[rows:rows + 256])
+            del gate_up
             hidden = F.linear(act, layer["down"])
             del act
         return residual + hidden
@@ -126,6 +130,41 @@ def _decoder(tokens_list: list[int]) -> None:
         estimated = arch.forward_bytes(tokens, 1, 2)
         print(f"   {tokens:6} tokens: measured {measured / GIB:6.3f} GiB  planner "
               f"{estimated / GIB:6.3f} GiB  ({(estimated - measured) / measured:+.1%})")
+
+
+def _sampler(rows_list: list[int]) -> None:
+    """vLLM V0's sampler on the profile run's dummy rows (temperature, top-k and top-p set):
+    fp32 logits, the sort top-k/top-p needs (values and int64 indices), the masked scatter back,
+    then probabilities, log-probabilities and the exponential draw."""
+    import torch
+
+    arch = planner.architecture("Llama-3.1-8B")
+    vocab = planner._pad(arch.vocab, 64)
+
+    def sample(rows: int):
+        logits = torch.randn(rows, vocab, device="cuda", dtype=torch.bfloat16).float()
+        logits.div_(0.5)
+        values, order = logits.sort(dim=-1, descending=False)
+        cut = values.gather(1, torch.full((rows, 1), 1, device="cuda"))  # top-k = vocab - 1
+        values.masked_fill_(values < cut, -float("inf"))
+        probs_sort = values.softmax(dim=-1)
+        cumulative = probs_sort.cumsum(dim=-1)
+        values.masked_fill_(cumulative <= 1 - 0.99, -float("inf"))
+        logits = torch.empty_like(values).scatter_(dim=-1, index=order, src=values)
+        del values, order, probs_sort, cumulative
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float)
+        logprobs = torch.log_softmax(logits, dim=-1, dtype=torch.float)
+        draw = torch.empty_like(probs).exponential_()
+        return probs.div_(draw).argmax(dim=1), logprobs
+
+    print(f"2b. sampler over the vocabulary ({vocab}): measured vs rows x vocab x "
+          f"{planner.SAMPLER_BYTES_PER_LOGIT} bytes")
+    sample(8)
+    for rows in rows_list:
+        measured = _peak(lambda r=rows: sample(r))
+        estimated = rows * vocab * planner.SAMPLER_BYTES_PER_LOGIT
+        print(f"   {rows:5} rows: measured {measured / GIB:6.3f} GiB "
+              f"({measured / rows / vocab:5.1f} bytes/logit)  planner {estimated / GIB:6.3f} GiB")
 
 
 def _vision(images_list: list[int]) -> None:
@@ -167,6 +206,7 @@ def main() -> None:
           f"{torch.cuda.get_device_properties(0).total_memory / GIB:.2f} GiB")
     _parameters()
     _decoder([2048, 8192] if args.quick else [2048, 8192, 20000, 32768])
+    _sampler([256] if args.quick else [256, 1024])
     _vision([1, 4] if args.quick else [1, 4, 8, 16])
 
 
