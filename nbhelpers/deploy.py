@@ -49,13 +49,18 @@ class DeploymentPlan:
         start is otherwise found only after the deployment's long wait."""
         if self.memory.ok or self.force:
             return
-        fixes = "".join(f"\n  - {fix.summary}" for fix in self.memory.fixes) or \
+        fixes = "".join(f"\n  - {_fix_line(fix)}" for fix in self.memory.fixes) or \
             "\n  - none found on these GPUs: choose a smaller model"
         raise ConfigError(
             f"{self.model.name} will not start on {self.hardware.describe()}: "
-            f"{self.memory.reason}.\nChange one of these and plan again (notebook parameters "
-            f"MAX_NUM_SEQS, MAX_MODEL_LEN, MACHINE_TYPE):{fixes}\nTo deploy anyway, set "
-            "FORCE_DEPLOY = True (plan_deployment(..., force=True)).")
+            f"{self.memory.reason}.\nChange one of these and plan again:{fixes}\nTo deploy "
+            "anyway, set FORCE_DEPLOY = True (plan_deployment(..., force=True)).")
+
+
+def _fix_line(fix: planner.Fix) -> str:
+    parameters = fix.notebook_parameters()
+    said = ", ".join(f"{k} = {v!r}" for k, v in (parameters or {}).items())
+    return f"{fix.summary}" + (f": set {said}" if said else "")
 
 
 @dataclass
@@ -223,6 +228,7 @@ def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> 
     )
     session.state.record_deployment(key, {**session.state.deployments[key],
                                           "model_resource": model.resource_name,
+                                          "memory_plan": plan.memory.inputs,
                                           "status": "model uploaded"})
     hardware = plan.hardware
     print(f"Deploying {plan.model.name} to endpoint {endpoint.name} on {hardware.describe()}. "

@@ -197,6 +197,24 @@ class EndpointReport:
         return f"endpoint {self.endpoint_name} ({self.display_name}): {state}"
 
 
+def _planned_fix(diagnosis: Diagnosis, planner_inputs: dict[str, Any]) -> None:
+    """Replaces the rule of thumb with what the planner finds fits the failed deployment's own
+    model, GPUs and settings (when the planner also predicts the failure)."""
+    from nbhelpers import planner
+    from nbhelpers.errors import ConfigError
+
+    try:
+        plan = planner.plan(**planner_inputs)
+    except (ConfigError, TypeError):
+        return
+    usable = [(fix, fix.notebook_parameters()) for fix in plan.fixes]
+    usable = [(fix, parameters) for fix, parameters in usable if parameters]
+    if plan.ok or not usable:
+        return
+    diagnosis.details["planner_fixes"] = [fix.summary for fix in plan.fixes]
+    diagnosis.deploy_parameters = usable[0][1]
+
+
 def recent_logs(session: Any, endpoint_id: str, *, limit: int = 50) -> list[str]:
     """The endpoint's newest log lines from Cloud Logging, newest first, at most `limit`."""
     from google.cloud import logging as cloud_logging
@@ -244,10 +262,13 @@ def diagnose_endpoint(session: Any, endpoint: Any = None, *, limit: int = 50) ->
                             f"({d.dedicated_resources.machine_spec.accelerator_count} x "
                             f"{d.dedicated_resources.machine_spec.accelerator_type.name})"}
                 for d in resource.deployed_models]
-    recorded = next((r.get("error", "") for r in records.values()
-                     if _endpoint_id(r.get("endpoint_name", "")) == _endpoint_id(name)), "")
+    record = next((r for r in records.values()
+                   if _endpoint_id(r.get("endpoint_name", "")) == _endpoint_id(name)), {})
+    recorded = record.get("error", "")
     lines = [redact(line) for line in recent_logs(session, _endpoint_id(name), limit=limit)]
     # Oldest first reads like a log; the root cause usually precedes the exit message.
     diagnosis = diagnose_text("\n".join([*reversed(lines), recorded]))
+    if diagnosis.kind in ("oom", "max_model_len") and record.get("memory_plan"):
+        _planned_fix(diagnosis, record["memory_plan"])
     return EndpointReport(resource.name, resource.display_name, deployed, lines, diagnosis,
                           recorded)

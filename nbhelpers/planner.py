@@ -14,7 +14,7 @@ case. `python -m pytest tests/test_planner.py -s` prints accuracy on all the col
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from nbhelpers.catalog import ACCELERATORS, MACHINE_TYPES, get_model
@@ -236,11 +236,24 @@ class Memory:
 
 @dataclass(frozen=True)
 class Fix:
-    """A change that makes the plan start; `changes` are deploy parameter names."""
+    """A change that makes the plan start; `changes` are plan() argument names (and
+    machine_type, the Vertex machine with those GPUs)."""
 
     summary: str
     changes: dict[str, Any]
     kv_cache_tokens: int
+
+    def notebook_parameters(self) -> dict[str, Any] | None:
+        """The change as the deploy notebooks' parameters, or None when they cannot say it."""
+        names = {"max_num_seqs": "MAX_NUM_SEQS", "max_model_len": "MAX_MODEL_LEN",
+                 "machine_type": "MACHINE_TYPE"}
+        changes = dict(self.changes)
+        if changes.get("machine_type"):  # the machine type brings its GPUs with it
+            changes.pop("accelerator", None)
+            changes.pop("accelerator_count", None)
+        if not set(changes) <= set(names) or not all(changes.values()):
+            return None
+        return {names[key]: value for key, value in changes.items()}
 
 
 @dataclass(frozen=True)
@@ -267,6 +280,7 @@ class Plan:
     cpu_blocks: int
     fixes: tuple[Fix, ...] = ()
     warnings: tuple[str, ...] = ()
+    inputs: dict[str, Any] = field(default_factory=dict)  # plan(**inputs) plans it again
 
     @property
     def ok(self) -> bool:
@@ -502,14 +516,15 @@ def plan(
         enforce_eager=enforce_eager, vllm_version=version_text, engine=engine,
         kv_bytes_per_token=per_token,
         cpu_blocks=int(swap_space_gib * GIB // block_bytes), warnings=tuple(warnings))
+    inputs = dict(model=model, config=config, accelerator=accelerator,
+                  gpu_memory_gib=gpu_memory_gib, accelerator_count=tp, dtype=dtype,
+                  gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                  max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                  enforce_eager=enforce_eager, vllm_version=vllm_version,
+                  kv_cache_dtype=kv_cache_dtype, swap_space_gib=swap_space_gib)
+    result = replace(result, inputs=inputs)
     if verdict != "ok" and suggest_fixes:
-        args = dict(model=model, config=config, accelerator=accelerator,
-                    gpu_memory_gib=gpu_memory_gib, accelerator_count=tp, dtype=dtype,
-                    gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                    max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                    enforce_eager=enforce_eager, vllm_version=vllm_version,
-                    kv_cache_dtype=kv_cache_dtype, swap_space_gib=swap_space_gib)
-        result = replace(result, fixes=tuple(_fixes(arch, args)))
+        result = replace(result, fixes=tuple(_fixes(arch, inputs)))
     return result
 
 

@@ -128,7 +128,11 @@ def test_the_planner_stops_a_deploy_that_would_not_start(session, env, model, op
     assert plan.memory.verdict == verdict and "memory:" in plan.describe()
     with pytest.raises(ConfigError, match="will not start on") as stopped:
         nbhelpers.deploy(session, plan)
-    assert "max_num_seqs=" in str(stopped.value) or "max_model_len=" in str(stopped.value)
+    first_fix = plan.memory.fixes[0]
+    parameters = first_fix.notebook_parameters()
+    assert parameters and set(parameters) <= {"MAX_NUM_SEQS", "MAX_MODEL_LEN"}
+    name, value = next(iter(parameters.items()))
+    assert f"set {name} = {value!r}" in str(stopped.value)
     assert aiplatform.Endpoint.list() == [] and aiplatform.Model.list() == []
     # Forced, the emulator's replica fails as the planner predicts, in vLLM's own words.
     forced = nbhelpers.plan_deployment(model, options=options, ask_for_token=False, force=True)
@@ -137,6 +141,9 @@ def test_the_planner_stops_a_deploy_that_would_not_start(session, env, model, op
     report = nbhelpers.diagnose_endpoint(session)
     assert report.diagnosis.kind == verdict, report.diagnosis
     assert any(wording in line for line in report.log_lines), report.log_lines
+    # The debugging notebook's fix is the planner's, for this deployment's own settings.
+    assert report.diagnosis.deploy_parameters == parameters
+    assert report.diagnosis.details["planner_fixes"][0] == first_fix.summary
 
 
 def test_a_good_start_logs_vllms_memory_report(session, env):
