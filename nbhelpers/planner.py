@@ -478,12 +478,12 @@ def plan(
         verdict, blocks, tokens = "oom", 0, 0
         if weights + non_torch > total_gib:
             reason = (f"the weights alone need {weights:.2f} GiB per GPU, more than the "
-                      f"{total_gib:.2f} GiB a {gpu} has: loading fails with CUDA out of memory")
+                      f"{total_gib:.2f} GiB one {gpu} has: loading fails with CUDA out of memory")
         elif weights + non_torch + activation > total_gib:
             what = (f"{max_num_seqs} dummy images of the vision encoder"
                     if arch.vision is not None and vision >= peak else "the profile run")
             reason = (f"{what} need {activation:.2f} GiB on top of {weights:.2f} GiB of "
-                      f"weights; a {gpu} has {total_gib:.2f} GiB: CUDA out of memory during "
+                      f"weights; one {gpu} has {total_gib:.2f} GiB: CUDA out of memory during "
                       "the profile run")
         else:
             reason = (f"weights {weights:.2f} + activations {activation:.2f} + non-torch "
