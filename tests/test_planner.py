@@ -75,6 +75,30 @@ def test_verdicts_and_kv_tokens_against_real_vllm_startups():
     assert text and max(text) < 0.10
 
 
+def _architecture(case: dict) -> planner.Architecture:
+    if "config_overrides" in case:
+        return planner.Architecture.from_config(
+            {**catalog.hf_config(case["model"]), **case["config_overrides"]})
+    return planner.architecture(case["model"])
+
+
+def test_weights_per_gpu_against_vllms_own_log():
+    """Weight memory per GPU (TP sharding, replicated KV heads, padded vocabulary, tied
+    embeddings, vision tower, FP8 MLPs, rotary cache) against 'Loading model weights took'."""
+    cases = [c for c in OUTCOMES["cases"] if "weights_gib" in c["reported"]]
+    cases += [{**c, "reported": {"weights_gib": c["weights_gib"]}} for c in OUTCOMES["weights"]]
+    errors = []
+    for case in cases:
+        count = case.get("accelerator_count", 1)
+        estimated = _architecture(case).weight_bytes(count, 2, False) / planner.GIB
+        reported = case["reported"]["weights_gib"]
+        errors.append((estimated - reported) / reported)
+        print(f"  weights TP{count}: reported {reported:8.4f} GiB, planner {estimated:8.4f} GiB "
+              f"({errors[-1]:+.2%})  {case['id']}")
+    print(f"  weights: {len(errors)} logs, worst error {max(map(abs, errors)):.2%}")
+    assert len(errors) >= 9 and max(map(abs, errors)) < 0.02
+
+
 TUTORIAL_WORKING = [  # the reference notebooks' configurations (../shared/docs/anchors.md)
     (m.name, m.hardware.accelerator_type, m.hardware.accelerator_count, m) for m in
     catalog.MODELS.values()
