@@ -37,7 +37,9 @@ FORWARD_HIDDEN_COPIES = 6
 # and the sort that top-k/top-p does with int64 indices).
 SAMPLER_BYTES_PER_LOGIT = 41
 # Memory outside torch (CUDA context growth, cuBLAS workspaces; NCCL and all-reduce buffers
-# when sharded): vllm#10517 shows 0.35 GiB on one GPU; vllm#10511 shows 1.8-3.6 GiB on H100.
+# when sharded), the least certain term: logs show 0.16-1.79 GiB on one GPU (vllm#12126,
+# vllm#10517, vllm#10511) and 3.58 GiB with TP 2 on an H100 (vllm#10511). The planner takes a
+# value inside each range.
 NON_TORCH_GIB = {1: 0.5, "parallel": 1.5}
 
 DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4,
@@ -392,16 +394,20 @@ def _accelerator(accelerator: str | None, gpu_memory_gib: float | None) -> tuple
 
 
 def resolve_accelerator(name: str) -> str:
-    """A Vertex accelerator type from its name or short name ("L4", "H100 80GB", "h200")."""
+    """A Vertex accelerator type from its name or short name ("L4", "H100 80GB", "h200");
+    a bare "A100" is the 40 GB one, as in Vertex's own type names."""
     if name in ACCELERATORS:
         return name
-    wanted = name.strip().lower().replace("_", " ")
+    aliases = {}
     for vertex_type, acc in ACCELERATORS.items():
-        if wanted in (acc.short.lower(), vertex_type.lower().replace("_", " "),
-                      acc.short.lower().split()[0]) and not (
-                wanted == "a100" and vertex_type != "NVIDIA_TESLA_A100"):
-            return vertex_type
-    raise ConfigError(f"unknown accelerator {name!r}; choose one of {choices(ACCELERATORS)}")
+        aliases[vertex_type.lower()] = aliases[acc.short.lower()] = vertex_type
+        aliases.setdefault(acc.short.split()[0].lower(), vertex_type)  # "a100" -> the first
+    found = aliases.get(name.strip().lower().replace(" ", "_")) or aliases.get(
+        name.strip().lower())
+    if found is None:
+        raise ConfigError(f"unknown accelerator {name!r}; choose one of "
+                          f"{choices(ACCELERATORS)} (or L4, A100, A100 80GB, H100, H200)")
+    return found
 
 
 def _default_batched_tokens(arch: Architecture, engine: str, version: tuple[int, ...],
