@@ -593,6 +593,8 @@ def _largest(ok, low: int, high: int, step: int) -> int | None:
 
 
 def _fixes(arch: Architecture, args: dict[str, Any]) -> list[Fix]:
+    """Single changes that make the plan start (a larger machine may also need fewer
+    sequences), each found by planning again."""
     def attempt(**changes: Any) -> Plan | None:
         try:
             return plan(**{**args, **changes}, suggest_fixes=False)
@@ -603,56 +605,55 @@ def _fixes(arch: Architecture, args: dict[str, Any]) -> list[Fix]:
         tried = attempt(**changes)
         return tried is not None and tried.ok
 
-    fixes: list[Fix] = []
-    seqs = args["max_num_seqs"]
-    if seqs > 1:
-        best = _largest(lambda n: works(max_num_seqs=n), 1, seqs - 1, 1)
-        if best is not None:
-            fixes.append(Fix(f"max_num_seqs={best} (was {seqs})", {"max_num_seqs": best},
-                             attempt(max_num_seqs=best).kv_cache_tokens))
-    length = args["max_model_len"]
-    if length > 256:
-        best = _largest(lambda n: works(max_model_len=n), 256, length - 1, 256)
-        if best is not None:
-            fixes.append(Fix(f"max_model_len={best} (was {length})", {"max_model_len": best},
-                             attempt(max_model_len=best).kv_cache_tokens))
-    if args["gpu_memory_utilization"] < 0.95 and works(gpu_memory_utilization=0.95):
-        fixes.append(Fix("gpu_memory_utilization=0.95", {"gpu_memory_utilization": 0.95},
-                         attempt(gpu_memory_utilization=0.95).kv_cache_tokens))
-    def workable(change: dict[str, Any]) -> dict[str, Any] | None:
-        """The change itself if it works, else with the most sequences that work with it."""
-        if works(**change):
-            return change
-        most = _largest(lambda n: works(**change, max_num_seqs=n), 1, seqs - 1, 1) \
-            if seqs > 1 else None
-        return None if most is None else {**change, "max_num_seqs": most}
+    def most(name: str, low: int, step: int, **with_: Any) -> int | None:
+        """The largest value of `name` below the current one that starts, if any."""
+        return _largest(lambda n: works(**with_, **{name: n}), low, args[name] - 1, step) \
+            if args[name] > low else None
 
-    def hardware_fix(what: str, change: dict[str, Any], vertex_type: str, count: int) -> Fix:
+    def fix(summary: str, change: dict[str, Any]) -> Fix:
+        planned = attempt(**{k: v for k, v in change.items() if k != "machine_type"})
+        assert planned is not None
+        return Fix(summary, change, planned.kv_cache_tokens)
+
+    fixes: list[Fix] = []
+    for name, low, step in (("max_num_seqs", 1, 1), ("max_model_len", 256, 256)):
+        best = most(name, low, step)
+        if best is not None:
+            fixes.append(fix(f"{name}={best} (was {args[name]})", {name: best}))
+    if args["gpu_memory_utilization"] < 0.95 and works(gpu_memory_utilization=0.95):
+        fixes.append(fix("gpu_memory_utilization=0.95", {"gpu_memory_utilization": 0.95}))
+
+    def on_hardware(what: str, change: dict[str, Any], vertex_type: str, count: int) -> bool:
+        """Adds the fix when the hardware works as it is or with fewer sequences."""
+        if not works(**change):
+            fewer = most("max_num_seqs", 1, 1, **change)
+            if fewer is None:
+                return False
+            change = {**change, "max_num_seqs": fewer}
         machine = _machine_for(vertex_type, count)
-        fewer = f" with max_num_seqs={change['max_num_seqs']}" if "max_num_seqs" in change else ""
-        return Fix(f"{what}: {count} x {ACCELERATORS[vertex_type].short}{fewer}"
-                   + (f" (machine_type={machine})" if machine else ""),
-                   {**change, "machine_type": machine}, attempt(**change).kv_cache_tokens)
+        fewer_text = f" with max_num_seqs={change['max_num_seqs']}" \
+            if "max_num_seqs" in change else ""
+        fixes.append(fix(f"{what}: {count} x {ACCELERATORS[vertex_type].short}{fewer_text}"
+                         + (f" (machine_type={machine})" if machine else ""),
+                         {**change, "machine_type": machine}))
+        return True
 
     accelerator = args["accelerator"]
     if args["gpu_memory_gib"] is None and accelerator is not None:
         vertex_type = resolve_accelerator(accelerator)
         count = args["accelerator_count"]
-        for more in (n for n in (2, 4, 8) if n > count):
-            change = workable({"accelerator_count": more})
-            if change:
-                fixes.append(hardware_fix("more GPUs", change, vertex_type, more))
+        for more in (n for n in (2, 4, 8) if n > count):  # the fewest GPUs that work
+            if on_hardware("more GPUs", {"accelerator_count": more}, vertex_type, more):
                 break
         bigger = sorted((a for a in ACCELERATORS.values()
                          if a.memory_gib > ACCELERATORS[vertex_type].memory_gib),
                         key=lambda a: a.memory_gib)
         for acc in bigger:  # the smallest GPU that works
-            change = workable({"accelerator": acc.vertex_type})
-            if change:
-                fixes.append(hardware_fix("a larger GPU", change, acc.vertex_type, count))
+            if on_hardware("a larger GPU", {"accelerator": acc.vertex_type}, acc.vertex_type,
+                           count):
                 break
     if args["dtype"] != "fp8" and arch.vision is None and arch.fp8_mlp_layers == 0 \
             and works(dtype="fp8"):
-        fixes.append(Fix("fp8 weights (--quantization=fp8, about half the weight memory)",
-                         {"dtype": "fp8"}, attempt(dtype="fp8").kv_cache_tokens))
+        fixes.append(fix("fp8 weights (--quantization=fp8, about half the weight memory)",
+                         {"dtype": "fp8"}))
     return fixes
