@@ -5,7 +5,9 @@ Facts from Meta's model cards and Google's Model Garden notebooks (see ../shared
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 from nbhelpers.errors import ConfigError, choices
 
@@ -193,6 +195,16 @@ _VISION_TOWER = {"image_size": 560, "patch_size": 14, "max_num_tiles": 4, "hidde
                  "intermediate_size": 5120, "num_hidden_layers": 32, "num_global_layers": 8,
                  "attention_heads": 16, "intermediate_layers_indices": [3, 7, 15, 23, 30],
                  "vision_output_dim": 7680, "supported_aspect_ratios": [[1, 1]] * 8}
+
+
+def _mllama(**text: Any) -> dict:
+    """A Llama 3.2 Vision config: a Llama text model with cross-attention, and the tower."""
+    return {"architectures": ["MllamaForConditionalGeneration"], "model_type": "mllama",
+            "torch_dtype": "bfloat16",
+            "text_config": {**_LLAMA, **text, "tie_word_embeddings": False},
+            "vision_config": _VISION_TOWER}
+
+
 _ARCHITECTURES: dict[str, dict] = {
     "Llama-3.1-8B": {**_LLAMA, "num_hidden_layers": 32, "num_attention_heads": 32,
                      "hidden_size": 4096, "intermediate_size": 14336, "tie_word_embeddings": False},
@@ -211,27 +223,17 @@ _ARCHITECTURES: dict[str, dict] = {
     "Llama-3.2-3B": {**_LLAMA, "num_hidden_layers": 28, "num_attention_heads": 24,
                      "hidden_size": 3072, "intermediate_size": 8192, "head_dim": 128,
                      "tie_word_embeddings": True},
-    "Llama-3.2-11B-Vision": {
-        "architectures": ["MllamaForConditionalGeneration"], "model_type": "mllama",
-        "torch_dtype": "bfloat16",
-        "text_config": {**_LLAMA, "num_hidden_layers": 40, "num_attention_heads": 32,
-                        "hidden_size": 4096, "intermediate_size": 14336,
-                        "cross_attention_layers": [3, 8, 13, 18, 23, 28, 33, 38],
-                        "tie_word_embeddings": False},
-        "vision_config": _VISION_TOWER},
-    "Llama-3.2-90B-Vision": {
-        "architectures": ["MllamaForConditionalGeneration"], "model_type": "mllama",
-        "torch_dtype": "bfloat16",
-        "text_config": {**_LLAMA, "num_hidden_layers": 100, "num_attention_heads": 64,
-                        "hidden_size": 8192, "intermediate_size": 28672,
-                        "cross_attention_layers": list(range(3, 100, 5)),
-                        "tie_word_embeddings": False},
-        "vision_config": _VISION_TOWER},
+    "Llama-3.2-11B-Vision": _mllama(num_hidden_layers=40, num_attention_heads=32,
+                                    hidden_size=4096, intermediate_size=14336,
+                                    cross_attention_layers=[3, 8, 13, 18, 23, 28, 33, 38]),
+    "Llama-3.2-90B-Vision": _mllama(num_hidden_layers=100, num_attention_heads=64,
+                                    hidden_size=8192, intermediate_size=28672,
+                                    cross_attention_layers=list(range(3, 100, 5))),
 }
 
 
 def hf_config(name: str) -> dict:
-    """config.json architecture fields of a catalog model, by picker name or Hugging Face id."""
+    """config.json architecture fields of a catalog model, by picker name or Hugging Face id
+    (a copy: the caller may change it)."""
     spec = get_model(name)
-    base = spec.name.replace("-Instruct", "")
-    return _ARCHITECTURES[base]
+    return copy.deepcopy(_ARCHITECTURES[spec.name.replace("-Instruct", "")])
