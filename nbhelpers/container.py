@@ -62,6 +62,16 @@ class VllmOptions:
     swap_space_gib: int = 16
     extra_args: tuple[str, ...] = field(default=())
 
+    @property
+    def quantization(self) -> str:
+        """The --quantization value among extra_args ('' if none), in either spelling."""
+        for i, arg in enumerate(self.extra_args):
+            if arg.startswith("--quantization="):
+                return arg.partition("=")[2]
+            if arg == "--quantization" and i + 1 < len(self.extra_args):
+                return self.extra_args[i + 1]
+        return ""
+
     def resolved(self, model: ModelSpec, accelerator_count: int) -> VllmOptions:
         """Fills unset values from the catalog and checks ranges, before any cloud call."""
         opts = VllmOptions(

@@ -125,7 +125,7 @@ def plan_deployment(
     memory = planner.plan(
         spec.name, accelerator=hardware.accelerator_type,
         accelerator_count=resolved.tensor_parallel_size,
-        dtype="fp8" if "--quantization=fp8" in resolved.extra_args else "bfloat16",
+        dtype="fp8" if resolved.quantization == "fp8" else "bfloat16",
         gpu_memory_utilization=resolved.gpu_memory_utilization,
         max_model_len=resolved.max_model_len, max_num_seqs=resolved.max_num_seqs,
         enforce_eager=bool(resolved.enforce_eager), vllm_version=RELEASES[container_tag],

@@ -67,3 +67,10 @@ def test_options_are_checked():
     with pytest.raises(ConfigError, match="unknown vLLM container tag"):
         container.image_uri("latest")
     assert container.RELEASES[container.DEFAULT_TAG] == "0.9.2"
+
+
+def test_quantization_is_read_in_either_spelling():
+    assert VllmOptions(extra_args=("--quantization=fp8",)).quantization == "fp8"
+    assert VllmOptions(extra_args=("--enforce-eager", "--quantization", "fp8")).quantization \
+        == "fp8"
+    assert VllmOptions().quantization == ""
