@@ -133,7 +133,8 @@ class Architecture:
                               "planner; choose a bfloat16 or FP8 checkpoint")
         vision = None
         if vision_cfg:
-            side = vision_cfg.get("image_size", 560) // vision_cfg.get("patch_size", 14)
+            patch = vision_cfg.get("patch_size", 14)
+            side = vision_cfg.get("image_size", 560) // patch
             vision = VisionTower(
                 width=vision_cfg.get("hidden_size", 1280),
                 mlp=vision_cfg.get("intermediate_size", 5120),
@@ -145,7 +146,7 @@ class Architecture:
                                          or [3, 7, 15, 23, 30]),
                 output_dim=vision_cfg.get("vision_output_dim", 7680),
                 aspect_ratio_ids=len(vision_cfg.get("supported_aspect_ratios") or [0] * 8) + 1,
-                patch_size=vision_cfg.get("patch_size", 14),
+                patch_size=patch,
             )
         return cls(
             name=name or str((config.get("architectures") or ["custom"])[0]),
