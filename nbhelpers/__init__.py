@@ -1,48 +1,41 @@
 """nbhelpers: deploy and use Llama 3.1 / 3.2 on Vertex AI with vLLM, from notebooks.
 
-The public API is re-exported lazily so `import nbhelpers` stays fast (no Google SDK import).
+The public API is what the notebooks and their users call. It is re-exported lazily, so
+`import nbhelpers` stays fast (no Google SDK import); no exported name is also a module name, so
+importing a module never changes what `nbhelpers.<name>` is.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
 from typing import Any
 
 _EXPORTS = {
-    "connect": "connection", "Session": "connection",
-    "Settings": "settings",
+    "connect": "connection",
     "ConfigError": "errors", "DeploymentError": "errors",
-    "MODELS": "catalog", "get_model": "catalog", "models": "catalog", "Hardware": "catalog",
-    "VllmOptions": "container",
-    "prepare_project": "prepare",
-    "plan_deployment": "deploy", "deploy": "deploy", "reconnect": "deploy",
-    "Deployment": "deploy",
-    "predict": "predict", "predict_image": "predict",
-    "chat": "chat", "chat_client": "chat",
-    "predict_many": "batch", "chat_many": "batch",
-    "to_data_url": "images", "load_image": "images", "sample_image": "images",
-    "find_resources": "cleanup", "cleanup": "cleanup", "cleanup_expired": "cleanup",
+    "models": "catalog", "get_model": "catalog",
     "model_picker": "widgets",
-    "serving_quota": "quota", "require_quota": "quota",
-    "plan": "planner", "Plan": "planner",
+    "VllmOptions": "container",
+    "plan_memory": "planner",
+    "prepare_project": "prepare",
+    "plan_deployment": "deployments", "deploy": "deployments", "reconnect": "deployments",
+    "predict": "prediction", "predict_image": "prediction",
+    "chat": "openai_chat", "chat_client": "openai_chat",
+    "predict_many": "batch", "chat_many": "batch",
+    "load_image": "images", "sample_image": "images",
     "diagnose_text": "diagnose", "diagnose_endpoint": "diagnose",
+    "find_resources": "teardown", "cleanup": "teardown", "cleanup_expired": "teardown",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    home = _EXPORTS.get(name)
+    if home is None:
         raise AttributeError(f"module 'nbhelpers' has no attribute {name!r}")
-    importlib.import_module(f"nbhelpers.{module}")
-    # Importing a submodule binds its name on the package (nbhelpers.deploy would become the
-    # module); bind the exported functions over them, for every module loaded so far.
-    for export, home in _EXPORTS.items():
-        loaded = sys.modules.get(f"nbhelpers.{home}")
-        if loaded is not None:
-            globals()[export] = getattr(loaded, export)
-    return globals()[name]
+    value = getattr(importlib.import_module(f"nbhelpers.{home}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
 
 
 def __dir__() -> list[str]:

@@ -77,10 +77,13 @@ def _plan(args: argparse.Namespace) -> int:
 
     try:
         config = json.loads(Path(args.config).read_text()) if args.config else None
-        result = planner.plan(
-            args.model, config, args.accelerator, args.gpu_memory_gib, args.count,
-            args.dtype, args.gpu_memory_utilization, args.max_model_len, args.max_num_seqs,
-            args.max_num_batched_tokens, args.enforce_eager, args.vllm_version,
+        result = planner.plan_memory(
+            args.model, config=config, accelerator=args.accelerator,
+            gpu_memory_gib=args.gpu_memory_gib, accelerator_count=args.count, dtype=args.dtype,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            enforce_eager=args.enforce_eager, vllm_version=args.vllm_version,
             kv_cache_dtype=args.kv_cache_dtype)
     except (ConfigError, OSError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -140,7 +140,7 @@ def predict_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
     travel in one request (fewer round trips; the server still runs each as its own sequence);
     every prompt gets its own Result, with its request's latency."""
     from nbhelpers.images import check_payload
-    from nbhelpers.predict import build_instance, parse_output
+    from nbhelpers.prediction import build_instance, parse_output
 
     if instances_per_request < 1:
         raise ValueError(f"instances_per_request must be at least 1, got {instances_per_request}")
@@ -172,7 +172,7 @@ def predict_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
 def chat_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
               progress: bool = True, max_tokens: int = 256, system: str = "") -> BatchReport:
     """Prompts through chat completions, streamed so time to first token is measured."""
-    from nbhelpers.chat import build_messages, chat_client, check_request
+    from nbhelpers.openai_chat import build_messages, chat_client, check_request
 
     messages_for = [build_messages(p, system=system) for p in prompts]
     for messages in messages_for:

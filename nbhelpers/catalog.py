@@ -10,83 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbhelpers.errors import ConfigError, choices
-
-
-@dataclass(frozen=True)
-class Accelerator:
-    vertex_type: str  # Vertex AI AcceleratorType name
-    short: str
-    memory_gib: float  # total device memory as torch reports it
-    quota_family: str  # X in CustomModelServing{X}PerProjectPerRegion
-
-
-ACCELERATORS: dict[str, Accelerator] = {
-    a.vertex_type: a
-    for a in (
-        Accelerator("NVIDIA_L4", "L4", 22.05, "L4GPUs"),
-        Accelerator("NVIDIA_TESLA_A100", "A100 40GB", 39.39, "A100GPUs"),
-        Accelerator("NVIDIA_A100_80GB", "A100 80GB", 79.15, "A10080GBGPUs"),
-        Accelerator("NVIDIA_H100_80GB", "H100 80GB", 79.11, "H100GPUs"),
-        Accelerator("NVIDIA_H200_141GB", "H200", 139.81, "H200GPUs"),
-    )
-}
-
-# Machine types with attached GPUs: (accelerator type, GPUs per machine). Fixed by Compute Engine.
-MACHINE_TYPES: dict[str, tuple[str, int]] = {
-    "g2-standard-8": ("NVIDIA_L4", 1),
-    "g2-standard-12": ("NVIDIA_L4", 1),
-    "g2-standard-16": ("NVIDIA_L4", 1),
-    "g2-standard-24": ("NVIDIA_L4", 2),
-    "g2-standard-32": ("NVIDIA_L4", 1),
-    "g2-standard-48": ("NVIDIA_L4", 4),
-    "g2-standard-96": ("NVIDIA_L4", 8),
-    "a2-highgpu-1g": ("NVIDIA_TESLA_A100", 1),
-    "a2-highgpu-2g": ("NVIDIA_TESLA_A100", 2),
-    "a2-highgpu-4g": ("NVIDIA_TESLA_A100", 4),
-    "a2-highgpu-8g": ("NVIDIA_TESLA_A100", 8),
-    "a2-ultragpu-1g": ("NVIDIA_A100_80GB", 1),
-    "a2-ultragpu-2g": ("NVIDIA_A100_80GB", 2),
-    "a2-ultragpu-4g": ("NVIDIA_A100_80GB", 4),
-    "a2-ultragpu-8g": ("NVIDIA_A100_80GB", 8),
-    "a3-highgpu-1g": ("NVIDIA_H100_80GB", 1),
-    "a3-highgpu-2g": ("NVIDIA_H100_80GB", 2),
-    "a3-highgpu-4g": ("NVIDIA_H100_80GB", 4),
-    "a3-highgpu-8g": ("NVIDIA_H100_80GB", 8),
-    "a3-ultragpu-8g": ("NVIDIA_H200_141GB", 8),
-}
-
-
-@dataclass(frozen=True)
-class Hardware:
-    machine_type: str
-    accelerator_type: str
-    accelerator_count: int
-
-    def __post_init__(self) -> None:
-        expected = MACHINE_TYPES.get(self.machine_type)
-        if expected is None:
-            raise ConfigError(
-                f"unknown machine type {self.machine_type!r}; choose one of "
-                f"{choices(MACHINE_TYPES)}"
-            )
-        if expected != (self.accelerator_type, self.accelerator_count):
-            raise ConfigError(
-                f"machine type {self.machine_type!r} comes with {expected[1]} x {expected[0]}, "
-                f"not {self.accelerator_count} x {self.accelerator_type}"
-            )
-
-    @classmethod
-    def for_machine(cls, machine_type: str) -> Hardware:
-        if machine_type not in MACHINE_TYPES:
-            raise ConfigError(
-                f"unknown machine type {machine_type!r}; choose one of {choices(MACHINE_TYPES)}"
-            )
-        accelerator, count = MACHINE_TYPES[machine_type]
-        return cls(machine_type, accelerator, count)
-
-    def describe(self) -> str:
-        short = ACCELERATORS[self.accelerator_type].short
-        return f"{self.machine_type} ({self.accelerator_count} x {short})"
+from nbhelpers.hardware import Hardware
 
 
 @dataclass(frozen=True)
@@ -115,6 +39,13 @@ class ModelSpec:
     def config(self) -> dict:
         """The architecture part of the model's Hugging Face config.json (for the planner)."""
         return hf_config(self.name)
+
+    @property
+    def max_positions(self) -> int:
+        """The longest context the model was trained for (config.json's
+        max_position_embeddings); vLLM refuses a longer max_model_len."""
+        config = self.config
+        return int(config.get("text_config", config)["max_position_embeddings"])
 
     @property
     def slug(self) -> str:

@@ -1,48 +1,24 @@
-"""The Model Garden vLLM serving container: image tags, server arguments and environment."""
+"""The vLLM serving container of a deployment: server arguments and environment (its images and
+releases are in `releases`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from nbhelpers import vllm_args
 from nbhelpers.catalog import ModelSpec
 from nbhelpers.errors import ConfigError, choices
-
-IMAGE_REPOSITORY = (
-    "us-docker.pkg.dev/vertex-ai/vertex-vision-model-garden-dockers/pytorch-vllm-serve"
+from nbhelpers.releases import (
+    DEFAULT_TAG,
+    DEPLOYMENT_TIMEOUT_S,
+    HEALTH_ROUTE,
+    PORT,
+    PREDICT_ROUTE,
+    SHARED_MEMORY_MB,
+    image_uri,
+    vllm_release,
 )
-
-# Dated x86 tags and the vLLM release inside them (Google's container release notes).
-# 20241001_0916_RC00 is not in those notes; the Llama 3.2 notebooks of that month used it and
-# vLLM 0.6.2 was the first release with Llama 3.2 Vision, so that is what it is listed as.
-RELEASES: dict[str, str] = {
-    "20241001_0916_RC00": "0.6.2",
-    "20241016_0916_RC00_maas": "0.6.2",
-    "20241112_0916_RC00_maas": "0.6.2",
-    "20241202_0916_RC00_maas": "0.6.4.post1",
-    "20250114_0916_RC00_maas": "0.6.4.post1",
-    "20250304_0916_RC01": "0.7.2",
-    "20250321_0916_RC01": "0.8.1",
-    "20250401_0916_RC01": "0.8.1",
-    "20250417_0916_RC01": "0.8.4",
-    "20250429_0916_RC01": "0.8.4",
-    "20250506_0916_RC01": "0.8.5.post1",
-    "20250601_0916_RC01": "0.9.0",
-    "20250611_0916_RC01": "0.9.1",
-    "20250710_0916_RC01": "0.9.2",
-}
-DEFAULT_TAG = "20250710_0916_RC01"
-SERVER_MODULE = "vllm.entrypoints.api_server"
-PORT = 8080
-PREDICT_ROUTE = "/generate"
-HEALTH_ROUTE = "/ping"
-SHARED_MEMORY_MB = 16 * 1024
-DEPLOYMENT_TIMEOUT_S = 7200  # large models download for most of an hour
-
-
-def image_uri(tag: str = DEFAULT_TAG) -> str:
-    if tag not in RELEASES:
-        raise ConfigError(f"unknown vLLM container tag {tag!r}; choose one of {choices(RELEASES)}")
-    return f"{IMAGE_REPOSITORY}:{tag}"
 
 
 @dataclass(frozen=True)
@@ -65,12 +41,8 @@ class VllmOptions:
     @property
     def quantization(self) -> str:
         """The --quantization value among extra_args ('' if none), in either spelling."""
-        for i, arg in enumerate(self.extra_args):
-            if arg.startswith("--quantization="):
-                return arg.partition("=")[2]
-            if arg == "--quantization" and i + 1 < len(self.extra_args):
-                return self.extra_args[i + 1]
-        return ""
+        args = ["python", "-m", vllm_args.API_SERVER, *self.extra_args]
+        return str(vllm_args.parse(args, strict=False).get("quantization", ""))
 
     def resolved(self, model: ModelSpec, accelerator_count: int) -> VllmOptions:
         """Fills unset values from the catalog and checks ranges, before any cloud call."""
@@ -96,20 +68,20 @@ class VllmOptions:
             value = getattr(opts, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
-        if opts.max_model_len > 131072:
+        if opts.max_model_len > model.max_positions:
             raise ConfigError(
-                f"max_model_len {opts.max_model_len} exceeds the 131072 positions Llama 3.1/3.2 "
-                "were trained for"
+                f"max_model_len {opts.max_model_len} exceeds the {model.max_positions} positions "
+                f"{model.name} was trained for"
             )
         if opts.tensor_parallel_size > accelerator_count:
             raise ConfigError(
                 f"tensor_parallel_size {opts.tensor_parallel_size} needs that many GPUs, but the "
                 f"machine has {accelerator_count}"
             )
-        if opts.kv_cache_dtype not in ("auto", "fp8", "fp8_e4m3", "fp8_e5m2"):
+        if opts.kv_cache_dtype not in vllm_args.KV_CACHE_DTYPES:
             raise ConfigError(
                 f"unknown kv_cache_dtype {opts.kv_cache_dtype!r}; choose one of "
-                f"{choices(('auto', 'fp8', 'fp8_e4m3', 'fp8_e5m2'))}"
+                f"{choices(vllm_args.KV_CACHE_DTYPES)}"
             )
         return opts
 
@@ -118,7 +90,7 @@ def server_args(model_source: str, options: VllmOptions) -> list[str]:
     """The container args: the vLLM module goes here, not in `command`, so the image's
     launcher (which copies gs:// weights before starting the server) still runs."""
     args = [
-        "python", "-m", SERVER_MODULE,
+        "python", "-m", vllm_args.API_SERVER,
         "--host=0.0.0.0",
         f"--port={PORT}",
         f"--model={model_source}",
@@ -176,3 +148,23 @@ def container_spec(
     if hf_token:
         env["HF_TOKEN"] = hf_token
     return ContainerSpec(image_uri(tag), server_args(weights_uri or model.hf_id, options), env)
+
+
+def memory_inputs(model: ModelSpec, args: list[str], image: str) -> dict[str, Any]:
+    """The memory planner's inputs for a container, read from its own arguments as the server
+    reads them, with vLLM's defaults for what they leave out. `deploy` plans from this before
+    creating anything, and the emulator's start-up model from the deployed container's."""
+    values = vllm_args.parse(args, strict=False)
+    return {
+        "model": model.name,
+        "accelerator_count": int(values.get("tensor-parallel-size", 1)),
+        "dtype": "fp8" if values.get("quantization") == "fp8" else "bfloat16",
+        "gpu_memory_utilization": float(values.get("gpu-memory-utilization", 0.9)),
+        "max_model_len": int(values.get("max-model-len", model.max_positions)),
+        "max_num_seqs": int(values.get("max-num-seqs", 256)),
+        "max_num_batched_tokens": values.get("max-num-batched-tokens"),
+        "enforce_eager": bool(values.get("enforce-eager")),
+        "vllm_version": vllm_release(image),
+        "kv_cache_dtype": str(values.get("kv-cache-dtype", "auto")),
+        "swap_space_gib": float(values.get("swap-space", vllm_args.DEFAULT_SWAP_SPACE_GIB)),
+    }

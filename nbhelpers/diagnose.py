@@ -204,7 +204,7 @@ def _planned_fix(diagnosis: Diagnosis, planner_inputs: dict[str, Any]) -> None:
     from nbhelpers.errors import ConfigError
 
     try:
-        plan = planner.plan(**planner_inputs)
+        plan = planner.plan_memory(**planner_inputs)
     except (ConfigError, TypeError):
         return
     usable = [(fix, fix.notebook_parameters()) for fix in plan.fixes]

@@ -17,9 +17,11 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from nbhelpers.catalog import ACCELERATORS, MACHINE_TYPES, get_model
-from nbhelpers.container import DEFAULT_TAG, RELEASES
+from nbhelpers.catalog import get_model
 from nbhelpers.errors import ConfigError, choices
+from nbhelpers.hardware import ACCELERATORS, machine_for, resolve_accelerator
+from nbhelpers.releases import DEFAULT_TAG, RELEASES
+from nbhelpers.vllm_args import KV_CACHE_DTYPES
 
 GIB = 1024**3
 BLOCK_SIZE = 16  # tokens per KV block on CUDA
@@ -44,7 +46,6 @@ NON_TORCH_GIB = {1: 0.5, "parallel": 1.5}
 
 DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4,
                "fp8": 2}  # fp8: 1-byte weights (--quantization=fp8), activations stay 16-bit
-KV_DTYPE_BYTES = {"auto": None, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
 VERDICTS = ("ok", "oom", "max_model_len")
 
 
@@ -239,7 +240,7 @@ class Memory:
 
 @dataclass(frozen=True)
 class Fix:
-    """A change that makes the plan start; `changes` are plan() argument names (and
+    """A change that makes the plan start; `changes` are plan_memory() argument names (and
     machine_type, the Vertex machine with those GPUs)."""
 
     summary: str
@@ -260,7 +261,7 @@ class Fix:
 
 
 @dataclass(frozen=True)
-class Plan:
+class MemoryPlan:
     verdict: str  # "ok", "oom" or "max_model_len"
     reason: str
     kv_cache_tokens: int
@@ -283,7 +284,7 @@ class Plan:
     cpu_blocks: int
     fixes: tuple[Fix, ...] = ()
     warnings: tuple[str, ...] = ()
-    inputs: dict[str, Any] = field(default_factory=dict)  # plan(**inputs) plans it again
+    inputs: dict[str, Any] = field(default_factory=dict)  # plan_memory(**inputs) plans it again
 
     @property
     def ok(self) -> bool:
@@ -394,23 +395,6 @@ def _accelerator(accelerator: str | None, gpu_memory_gib: float | None) -> tuple
     return ACCELERATORS[found].short, ACCELERATORS[found].memory_gib
 
 
-def resolve_accelerator(name: str) -> str:
-    """A Vertex accelerator type from its name or short name ("L4", "H100 80GB", "h200");
-    a bare "A100" is the 40 GB one, as in Vertex's own type names."""
-    if name in ACCELERATORS:
-        return name
-    aliases = {}
-    for vertex_type, acc in ACCELERATORS.items():
-        aliases[vertex_type.lower()] = aliases[acc.short.lower()] = vertex_type
-        aliases.setdefault(acc.short.split()[0].lower(), vertex_type)  # "a100" -> the first
-    found = aliases.get(name.strip().lower().replace(" ", "_")) or aliases.get(
-        name.strip().lower())
-    if found is None:
-        raise ConfigError(f"unknown accelerator {name!r}; choose one of "
-                          f"{choices(ACCELERATORS)} (or L4, A100, A100 80GB, H100, H200)")
-    return found
-
-
 def _default_batched_tokens(arch: Architecture, engine: str, version: tuple[int, ...],
                             max_model_len: int, gpu_gib: float, gpu: str) -> int:
     if engine == "V1":
@@ -422,8 +406,9 @@ def _default_batched_tokens(arch: Architecture, engine: str, version: tuple[int,
     return max(tokens, 5120) if arch.vision is not None else tokens
 
 
-def plan(
+def plan_memory(
     model: str | None = None,
+    *,
     config: dict[str, Any] | None = None,
     accelerator: str | None = None,
     gpu_memory_gib: float | None = None,
@@ -435,11 +420,10 @@ def plan(
     max_num_batched_tokens: int | None = None,
     enforce_eager: bool = False,
     vllm_version: str | None = None,
-    *,
     kv_cache_dtype: str = "auto",
     swap_space_gib: float = 4,
     suggest_fixes: bool = True,
-) -> Plan:
+) -> MemoryPlan:
     """Predicts whether vLLM starts `model` (a catalog name) or `config` (a config.json dict)
     on `accelerator_count` GPUs, and how many KV-cache tokens it gets; raises ConfigError on
     bad input. See the module docstring for what is modelled."""
@@ -461,7 +445,7 @@ def plan(
                           f"({max_model_len}); vLLM {version_text} refuses that without chunked "
                           "prefill: raise it or leave it unset")
     dtype_bytes = DTYPE_BYTES[dtype]
-    kv_bytes = KV_DTYPE_BYTES[kv_cache_dtype] or dtype_bytes
+    kv_bytes = 1 if kv_cache_dtype.startswith("fp8") else dtype_bytes  # fp8 variants: 1 byte
     weights = arch.weight_bytes(tp, dtype_bytes, quantize_fp8=dtype == "fp8") / GIB
 
     rows = min(max_num_seqs, batched) if engine == "V1" else max_num_seqs
@@ -511,7 +495,7 @@ def plan(
             warnings.append(f"CUDA graphs are captured after the KV cache is allocated and can "
                             f"take 1-3 GiB per GPU; only {headroom:.2f} GiB is left outside "
                             "gpu_memory_utilization: lower it or set enforce_eager")
-    result = Plan(
+    result = MemoryPlan(
         verdict=verdict, reason=reason, kv_cache_tokens=tokens, kv_cache_blocks=blocks,
         max_concurrency=round(tokens / max_model_len, 2),
         memory=Memory(round(total_gib, 3), round(budget, 3), round(weights, 3),
@@ -550,9 +534,9 @@ def _check_inputs(arch: Architecture, tp: int, dtype: str, kv_cache_dtype: str, 
                           f"(tensor parallel size); choose one of {choices(valid)}")
     if dtype not in DTYPE_BYTES:
         raise ConfigError(f"unknown dtype {dtype!r}; choose one of {choices(DTYPE_BYTES)}")
-    if kv_cache_dtype not in KV_DTYPE_BYTES:
+    if kv_cache_dtype not in KV_CACHE_DTYPES:
         raise ConfigError(f"unknown kv_cache_dtype {kv_cache_dtype!r}; choose one of "
-                          f"{choices(KV_DTYPE_BYTES)}")
+                          f"{choices(KV_CACHE_DTYPES)}")
     if not isinstance(util, int | float) or not 0 < util <= 1:
         raise ConfigError(f"gpu_memory_utilization must be in (0, 1], got {util!r}")
     for name, value in (("max_model_len", max_model_len), ("max_num_seqs", max_num_seqs)):
@@ -573,11 +557,6 @@ def _check_inputs(arch: Architecture, tp: int, dtype: str, kv_cache_dtype: str, 
                           f"{version_text}; choose one of {choices(known)}")
 
 
-def _machine_for(accelerator: str | None, count: int) -> str:
-    machines = [m for m, (acc, n) in MACHINE_TYPES.items() if acc == accelerator and n == count]
-    return machines[0] if machines else ""
-
-
 def _largest(ok, low: int, high: int, step: int) -> int | None:
     """The largest value in [low, high] (multiples of step) for which ok(value) holds, assuming
     ok is monotone (true below some threshold)."""
@@ -596,9 +575,9 @@ def _largest(ok, low: int, high: int, step: int) -> int | None:
 def _fixes(arch: Architecture, args: dict[str, Any]) -> list[Fix]:
     """Single changes that make the plan start (a larger machine may also need fewer
     sequences), each found by planning again."""
-    def attempt(**changes: Any) -> Plan | None:
+    def attempt(**changes: Any) -> MemoryPlan | None:
         try:
-            return plan(**{**args, **changes}, suggest_fixes=False)
+            return plan_memory(**{**args, **changes}, suggest_fixes=False)
         except ConfigError:
             return None
 
@@ -631,7 +610,7 @@ def _fixes(arch: Architecture, args: dict[str, Any]) -> list[Fix]:
             if fewer is None:
                 return False
             change = {**change, "max_num_seqs": fewer}
-        machine = _machine_for(vertex_type, count)
+        machine = machine_for(vertex_type, count)
         fewer_text = f" with max_num_seqs={change['max_num_seqs']}" \
             if "max_num_seqs" in change else ""
         fixes.append(fix(f"{what}: {count} x {ACCELERATORS[vertex_type].short}{fewer_text}"

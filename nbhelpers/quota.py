@@ -9,15 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nbhelpers.catalog import ACCELERATORS, Hardware
 from nbhelpers.errors import ConfigError
+from nbhelpers.hardware import ACCELERATORS, Hardware
 
 SERVICE = "aiplatform.googleapis.com"
 
 
-def quota_id(accelerator_type: str, *, spot: bool = False) -> str:
+def quota_id(accelerator_type: str) -> str:
     family = ACCELERATORS[accelerator_type].quota_family
-    return f"CustomModelServing{'Preemptible' if spot else ''}{family}PerProjectPerRegion"
+    return f"CustomModelServing{family}PerProjectPerRegion"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 import pytest
 
-from nbhelpers import catalog, container
+from nbhelpers import catalog, container, releases
 from nbhelpers.container import VllmOptions
 from nbhelpers.errors import ConfigError
 
@@ -65,8 +65,8 @@ def test_options_are_checked():
     with pytest.raises(ConfigError, match="131072"):
         VllmOptions(max_model_len=200_000).resolved(model, 1)
     with pytest.raises(ConfigError, match="unknown vLLM container tag"):
-        container.image_uri("latest")
-    assert container.RELEASES[container.DEFAULT_TAG] == "0.9.2"
+        releases.image_uri("latest")
+    assert releases.RELEASES[releases.DEFAULT_TAG] == "0.9.2"
 
 
 def test_quantization_is_read_in_either_spelling():

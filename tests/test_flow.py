@@ -7,6 +7,8 @@ from google.cloud import aiplatform
 
 import nbhelpers
 from nbhelpers.errors import ConfigError, DeploymentError
+from nbhelpers.hardware import Hardware
+from nbhelpers.quota import require_quota, serving_quota
 from tests.conftest import FAKE_TOKEN
 
 
@@ -187,8 +189,8 @@ def test_serving_quota_is_read_before_deploying(session, env, emulator):
     import json
     import urllib.request
 
-    hardware = nbhelpers.Hardware.for_machine("a3-highgpu-4g")
-    check = nbhelpers.require_quota(session, hardware)
+    hardware = Hardware.for_machine("a3-highgpu-4g")
+    check = require_quota(session, hardware)
     assert check.quota_id == "CustomModelServingH100GPUsPerProjectPerRegion"
     assert (check.limit, check.needed, check.enough) == (16, 4, True)
     request = urllib.request.Request(
@@ -197,11 +199,11 @@ def test_serving_quota_is_read_before_deploying(session, env, emulator):
         {"Content-Type": "application/json"})
     urllib.request.urlopen(request).close()
     with pytest.raises(ConfigError, match="limit 2, this deployment needs 4.*Request an increase"):
-        nbhelpers.require_quota(session, hardware)
+        require_quota(session, hardware)
     env.setenv("HF_TOKEN", FAKE_TOKEN)
     with pytest.raises(ConfigError, match="not enough serving quota"):
         nbhelpers.deploy(session, _plan("Llama-3.1-70B-Instruct"))
     assert aiplatform.Endpoint.list() == []  # refused before anything was created
     other_region = nbhelpers.connect(project="test-project", region="europe-west4",
                                      run_id="run-eu", quiet=True)
-    assert nbhelpers.serving_quota(other_region, hardware).limit == 16
+    assert serving_quota(other_region, hardware).limit == 16

@@ -9,23 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from nbhelpers import catalog, planner
+from nbhelpers import catalog, hardware, planner
 from nbhelpers.errors import ConfigError
+from nbhelpers.planner import plan_memory
 
 OUTCOMES = json.loads((Path(__file__).parent / "data" / "vllm_startup_outcomes.json").read_text())
 SETTINGS = ("accelerator", "gpu_memory_gib", "accelerator_count", "vllm_version",
             "gpu_memory_utilization", "max_model_len", "max_num_seqs", "enforce_eager")
 
 
-def _plan_case(case: dict) -> planner.Plan:
+def _plan_case(case: dict) -> planner.MemoryPlan:
     settings = {k: case[k] for k in SETTINGS if k in case}
     if "config_overrides" in case:
         config = {**catalog.hf_config(case["model"]), **case["config_overrides"]}
-        return planner.plan(config=config, **settings)
-    return planner.plan(case["model"], **settings)
+        return plan_memory(config=config, **settings)
+    return plan_memory(case["model"], **settings)
 
 
-def _reported_tokens(case: dict, plan: planner.Plan) -> int | None:
+def _reported_tokens(case: dict, plan: planner.MemoryPlan) -> int | None:
     reported = case["reported"]
     if "kv_cache_tokens" in reported:
         return reported["kv_cache_tokens"]
@@ -108,7 +109,7 @@ TUTORIAL_WORKING = [  # the reference notebooks' configurations (../shared/docs/
 @pytest.mark.parametrize("name,accelerator,count,model", TUTORIAL_WORKING,
                          ids=[t[0] for t in TUTORIAL_WORKING])
 def test_the_reference_configurations_start(name, accelerator, count, model):
-    plan = planner.plan(name, accelerator=accelerator, accelerator_count=count,
+    plan = plan_memory(name, accelerator=accelerator, accelerator_count=count,
                         max_model_len=model.max_model_len, max_num_seqs=model.max_num_seqs,
                         gpu_memory_utilization=model.gpu_memory_utilization,
                         enforce_eager=model.enforce_eager)
@@ -117,38 +118,38 @@ def test_the_reference_configurations_start(name, accelerator, count, model):
 
 
 def test_the_seed_tutorials_70b_on_eight_l4_starts():
-    plan = planner.plan("Llama-3.1-70B-Instruct", accelerator="NVIDIA_L4", accelerator_count=8)
+    plan = plan_memory("Llama-3.1-70B-Instruct", accelerator="NVIDIA_L4", accelerator_count=8)
     assert plan.ok, plan.describe()
 
 
 def test_the_tutorials_failures_are_predicted():
     # Its debugging section pairs 11B Vision with an L4: the bf16 weights alone exceed 90% of it.
     arch = planner.architecture("Llama-3.2-11B-Vision-Instruct")
-    l4 = catalog.ACCELERATORS["NVIDIA_L4"].memory_gib
+    l4 = hardware.ACCELERATORS["NVIDIA_L4"].memory_gib
     assert arch.weight_bytes(1, 2, False) / planner.GIB > 0.9 * l4
     for seqs in (256, 12, 1):
-        on_l4 = planner.plan("Llama-3.2-11B-Vision-Instruct", accelerator="NVIDIA_L4",
+        on_l4 = plan_memory("Llama-3.2-11B-Vision-Instruct", accelerator="NVIDIA_L4",
                              max_num_seqs=seqs, enforce_eager=True)
         assert on_l4.verdict == "oom" and on_l4.kv_cache_tokens == 0
     # The OOM trace it quotes is on a 40 GB GPU with max_num_seqs 256.
-    on_a100 = planner.plan("Llama-3.2-11B-Vision-Instruct", accelerator="NVIDIA_TESLA_A100",
+    on_a100 = plan_memory("Llama-3.2-11B-Vision-Instruct", accelerator="NVIDIA_TESLA_A100",
                            max_num_seqs=256)
     assert on_a100.verdict == "oom" and "vision encoder" in on_a100.reason
     assert any("CUDA out of memory" in line for line in on_a100.failure_lines())
     fewer = [f for f in on_a100.fixes if set(f.changes) == {"max_num_seqs"}][0]
     assert 12 <= fewer.changes["max_num_seqs"] < 256
-    assert planner.plan("Llama-3.2-11B-Vision-Instruct", accelerator="NVIDIA_TESLA_A100",
+    assert plan_memory("Llama-3.2-11B-Vision-Instruct", accelerator="NVIDIA_TESLA_A100",
                         max_num_seqs=fewer.changes["max_num_seqs"]).ok
     # The whole 128k context of the 8B does not fit an L4: vLLM's max-seq-len refusal.
-    long = planner.plan("Llama-3.1-8B-Instruct", accelerator="NVIDIA_L4", max_model_len=131072)
+    long = plan_memory("Llama-3.1-8B-Instruct", accelerator="NVIDIA_L4", max_model_len=131072)
     assert long.verdict == "max_model_len" and 0 < long.kv_cache_tokens < 131072
     assert "estimated maximum model length is" in long.failure_lines()[0]  # V1 wording (0.9.2)
-    old = planner.plan("Llama-3.1-8B-Instruct", accelerator="NVIDIA_L4", max_model_len=131072,
+    old = plan_memory("Llama-3.1-8B-Instruct", accelerator="NVIDIA_L4", max_model_len=131072,
                        vllm_version="0.6.2")
     assert "larger than the maximum number of tokens that can be stored in KV cache" in \
         old.failure_lines()[0]
     shorter = [f for f in long.fixes if "max_model_len" in f.changes][0]
-    assert planner.plan("Llama-3.1-8B-Instruct", accelerator="NVIDIA_L4",
+    assert plan_memory("Llama-3.1-8B-Instruct", accelerator="NVIDIA_L4",
                         max_model_len=shorter.changes["max_model_len"]).ok
 
 
@@ -157,11 +158,11 @@ def test_kv_cache_accounting_follows_vllm():
     assert arch.kv_bytes_per_token(1, 2) == 2 * 80 * 8 * 128 * 2
     assert arch.kv_bytes_per_token(8, 2) == 2 * 80 * 1 * 128 * 2  # one KV head per GPU
     assert arch.kv_bytes_per_token(8, 1) * 2 == arch.kv_bytes_per_token(8, 2)  # fp8 cache
-    plan = planner.plan("Llama-3.2-1B", accelerator="H100")
+    plan = plan_memory("Llama-3.2-1B", accelerator="H100")
     assert plan.kv_cache_tokens == plan.kv_cache_blocks * 16
     assert plan.max_concurrency == round(plan.kv_cache_tokens / 4096, 2)
-    fp8 = planner.plan("Llama-3.1-8B", accelerator="L4", dtype="fp8")
-    bf16 = planner.plan("Llama-3.1-8B", accelerator="L4")
+    fp8 = plan_memory("Llama-3.1-8B", accelerator="L4", dtype="fp8")
+    bf16 = plan_memory("Llama-3.1-8B", accelerator="L4")
     assert fp8.memory.weights < 0.6 * bf16.memory.weights and fp8.kv_cache_tokens > \
         bf16.kv_cache_tokens
     vision = planner.architecture("Llama-3.2-11B-Vision")
@@ -172,10 +173,10 @@ def test_every_catalog_model_on_every_gpu_and_count():
     """14 models x 5 GPUs x 1-8 GPUs: a plan or a clear refusal of the tensor-parallel size."""
     planned = refused = 0
     for name in catalog.MODELS:
-        for accelerator in catalog.ACCELERATORS:
+        for accelerator in hardware.ACCELERATORS:
             for count in range(1, 9):
                 try:
-                    plan = planner.plan(name, accelerator=accelerator, accelerator_count=count)
+                    plan = plan_memory(name, accelerator=accelerator, accelerator_count=count)
                 except ConfigError as err:
                     assert count in (3, 5, 6, 7) and "choose one of 1, 2, 4, 8" in str(err)
                     refused += 1
@@ -193,10 +194,10 @@ def test_a_config_outside_the_catalog():
     config = {"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 2, "hidden_size": 256,
               "intermediate_size": 1024, "vocab_size": 1000, "max_position_embeddings": 2048}
-    plan = planner.plan(config=config, gpu_memory_gib=8, max_model_len=2048)
+    plan = plan_memory(config=config, gpu_memory_gib=8, max_model_len=2048)
     assert plan.ok and plan.kv_bytes_per_token == 2 * 2 * 2 * 64 * 2
     with pytest.raises(ConfigError, match="lacks 'num_attention_heads', 'hidden_size'"):
-        planner.plan(config={"num_hidden_layers": 2}, gpu_memory_gib=8)
+        plan_memory(config={"num_hidden_layers": 2}, gpu_memory_gib=8)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -214,7 +215,7 @@ def test_a_config_outside_the_catalog():
 ])
 def test_bad_input_says_what_to_change(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        planner.plan(**kwargs)
+        plan_memory(**kwargs)
 
 
 def test_command_line_prints_the_plan_and_json():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime
 import http.server
-import importlib
 import io
 import json
 import math
@@ -17,12 +16,9 @@ from google.auth import credentials as google_credentials
 from PIL import Image
 
 import nbhelpers
-from nbhelpers import batch, images
+from nbhelpers import batch, images, openai_chat
 from nbhelpers.errors import ConfigError
 from tests.conftest import FAKE_TOKEN
-
-# `nbhelpers.chat` is the function the notebooks call; the module is reached through importlib.
-chat_module = importlib.import_module("nbhelpers.chat")
 
 
 def _png(width: int, height: int) -> bytes:
@@ -149,7 +145,7 @@ def test_server_answers_like_vllm_when_not_checked_first(session, env):
     import openai
 
     vision = _deploy(session, env, "Llama-3.2-11B-Vision-Instruct")
-    two = chat_module.build_messages("Compare", images_in=[_png(10, 10), _png(20, 20)])
+    two = openai_chat.build_messages("Compare", images_in=[_png(10, 10), _png(20, 20)])
     with pytest.raises(openai.BadRequestError, match=r"At most 1 image\(s\)"):
         nbhelpers.chat_client(vision).chat.completions.create(model="", messages=two)
     base = _deploy(session, env, "Llama-3.2-1B")
@@ -191,7 +187,7 @@ def test_expired_token_is_refreshed_without_the_user_noticing(session, env, emul
     assert credentials.refreshed == 1  # still valid: no second refresh
     import openai
 
-    stale = openai.OpenAI(base_url=chat_module.base_url(deployment.endpoint()),
+    stale = openai.OpenAI(base_url=openai_chat.base_url(deployment.endpoint()),
                           api_key="token-0", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         nbhelpers.chat(deployment, "Hi", openai_client=stale)
@@ -202,7 +198,7 @@ def test_dedicated_endpoint_chat_over_https(session, env):
     plan = nbhelpers.plan_deployment("Llama-3.1-8B-Instruct", dedicated_endpoint=True,
                                      ask_for_token=False)
     deployment = nbhelpers.deploy(session, plan)
-    assert chat_module.base_url(deployment.endpoint()).startswith("https://127.0.0.1:")
+    assert openai_chat.base_url(deployment.endpoint()).startswith("https://127.0.0.1:")
     assert "rehearsal" in nbhelpers.chat(deployment, "Hi over TLS", max_tokens=30)
 
 
@@ -235,9 +231,10 @@ def test_a_non_retryable_error_is_recorded_not_raised():
 
 
 def test_replica_runs_at_most_max_num_seqs_sequences_per_service_time():
-    from nbhelpers.emulator.vllm import Replica
+    from nbhelpers.emulator.replica import Replica
 
-    replica = Replica("m", "/generate", "/ping", True, max_num_seqs=2, service_seconds=10.0)
+    replica = Replica(model_id="m", predict_route="/generate", health_route="/ping",
+                      chat_template=True, max_num_seqs=2, service_seconds=10.0)
     replica.start()
     try:
         first, second, third = (replica.schedule(1) for _ in range(3))

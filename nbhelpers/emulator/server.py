@@ -17,15 +17,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from nbhelpers.emulator.httpbase import ConnectionPool, JsonHandler, Server
-from nbhelpers.emulator.vllm import (
+from nbhelpers.emulator.replica import Replica
+from nbhelpers.emulator.startup import (
     SEEDED_CAUSES,
     QuotaFailure,
-    Replica,
     StartupFailure,
-    check_engine,
-    check_memory,
-    parse_args,
     seeded_failure_lines,
+    start_replica,
 )
 
 PREDICT_PAYLOAD_LIMIT = 1_572_864
@@ -132,9 +130,6 @@ class VertexEmulator:
         self._tls_server: Server | None = None
         self.ca_file: str | None = None
         self.dedicated_dns: str | None = None
-        from nbhelpers.catalog import MODELS
-
-        self._catalog = MODELS
         self.routes: list[tuple[str, re.Pattern[str], Callable[..., Any]]] = []
         p = r"/(?:v1|v1beta1|ui)/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
         for method, pattern, func in (
@@ -359,7 +354,7 @@ class VertexEmulator:
                            "deployed_model.dedicated_resources.machine_spec is required.")
         machine["acceleratorType"] = _accelerator_name(machine.get("acceleratorType"))
         machine["acceleratorCount"] = int(machine.get("acceleratorCount") or 0)
-        from nbhelpers.catalog import MACHINE_TYPES
+        from nbhelpers.hardware import MACHINE_TYPES
 
         expected = MACHINE_TYPES.get(machine["machineType"])
         if expected and expected != (machine["acceleratorType"], machine["acceleratorCount"]):
@@ -382,30 +377,9 @@ class VertexEmulator:
 
     def _start_replica(self, model: dict[str, Any], machine: dict[str, Any],
                        endpoint_name: str) -> tuple[Replica, list[str]]:
-        spec = model["containerSpec"]
-        env = {e["name"]: e.get("value", "") for e in spec.get("env", [])}
-        values = parse_args(list(spec.get("args") or spec.get("command") or []))
-        gated = {m.hf_id for m in self._catalog.values() if m.gated}
-        lines = check_engine(values, env, machine.get("acceleratorCount", 0), gated)
-        model_id = env.get("MODEL_ID") or values.get("model", "")
-        catalog_entry = next((m for m in self._catalog.values() if m.hf_id == model_id), None)
-        if catalog_entry is not None:  # the planner decides whether it fits, as vLLM would
-            lines = check_memory(lines, values, catalog_entry.name, machine,
-                                 spec.get("imageUri", ""))
-        vision = catalog_entry is not None and catalog_entry.modality == "vision"
-        replica = Replica(model_id=values.get("model", model_id),
-                          predict_route=spec.get("predictRoute", "/predict"),
-                          health_route=spec.get("healthRoute", "/health"),
-                          chat_template=catalog_entry.instruct if catalog_entry else True,
-                          images_per_prompt=_image_limit(values, vision),
-                          max_num_seqs=values.get("max-num-seqs", 256),
-                          service_seconds=self.service_seconds,
-                          on_log=lambda lines: self.log(endpoint_name, lines))
-        replica.start()
-        if not _healthy(replica.url + replica.health_route):
-            replica.stop()
-            raise StartupFailure([*lines, f"health check {replica.health_route} never passed"])
-        return replica, lines
+        return start_replica(model["containerSpec"], machine,
+                             service_seconds=self.service_seconds,
+                             on_log=lambda lines: self.log(endpoint_name, lines))
 
     def _finish_deploy(self, op_name, endpoint_name, model_name, deployed, traffic) -> None:
         try:
@@ -431,7 +405,8 @@ class VertexEmulator:
                 if seeded == "quota":
                     raise QuotaFailure(machine)
                 if seeded:
-                    raise StartupFailure(seeded_failure_lines(seeded, model, machine))
+                    raise StartupFailure(
+                        seeded_failure_lines(seeded, model["containerSpec"], machine))
                 replica, lines = self._start_replica(model, machine, endpoint_name)
                 self.log(endpoint_name, lines)
             except QuotaFailure as failure:
@@ -664,26 +639,6 @@ class _Proxy:
 
     def __init__(self, url: str, body: dict[str, Any]):
         self.url, self.body = url, body
-
-
-def _image_limit(values: dict[str, Any], vision: bool) -> int:
-    """vLLM's --limit-mm-per-prompt (`image=N` or JSON); Llama 3.2 Vision defaults to 1."""
-    text = str(values.get("limit-mm-per-prompt") or "")
-    match = re.search(r'image"?\s*[=:]\s*(\d+)', text)
-    return int(match.group(1)) if match else (1 if vision else 0)
-
-
-def _healthy(url: str, attempts: int = 20) -> bool:
-    """Vertex AI sends traffic only once the container's health route answers 200."""
-    for _ in range(attempts):
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
 
 
 class _Handler(JsonHandler):

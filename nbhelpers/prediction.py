@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nbhelpers.deploy import endpoint_of
+from nbhelpers.deployments import endpoint_of
 from nbhelpers.errors import ConfigError
 
 OUTPUT_MARKER = "\nOutput:\n"

@@ -11,10 +11,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nbhelpers import catalog, planner, tokens, validate
-from nbhelpers.catalog import Hardware, ModelSpec
+from nbhelpers.catalog import ModelSpec
 from nbhelpers.connection import Session
-from nbhelpers.container import DEFAULT_TAG, RELEASES, ContainerSpec, VllmOptions, container_spec
+from nbhelpers.container import ContainerSpec, VllmOptions, container_spec, memory_inputs
 from nbhelpers.errors import ConfigError, DeploymentError
+from nbhelpers.hardware import Hardware
+from nbhelpers.releases import DEFAULT_TAG
+from nbhelpers.settings import LABEL_MODEL
 
 
 @dataclass
@@ -27,7 +30,7 @@ class DeploymentPlan:
     container: ContainerSpec
     dedicated_endpoint: bool
     weights_uri: str
-    memory: planner.Plan  # the preflight planner's prediction for these GPUs and settings
+    memory: planner.MemoryPlan  # the memory planner's prediction for these GPUs and settings
     force: bool = False  # deploy even when the planner predicts a failed start
 
     def describe(self) -> str:
@@ -122,14 +125,8 @@ def plan_deployment(
                             ask=ask_for_token)
     container = container_spec(spec, resolved, weights_uri=weights_uri or None, hf_token=token,
                                tag=container_tag)
-    memory = planner.plan(
-        spec.name, accelerator=hardware.accelerator_type,
-        accelerator_count=resolved.tensor_parallel_size,
-        dtype="fp8" if resolved.quantization == "fp8" else "bfloat16",
-        gpu_memory_utilization=resolved.gpu_memory_utilization,
-        max_model_len=resolved.max_model_len, max_num_seqs=resolved.max_num_seqs,
-        enforce_eager=bool(resolved.enforce_eager), vllm_version=RELEASES[container_tag],
-        kv_cache_dtype=resolved.kv_cache_dtype)
+    memory = planner.plan_memory(accelerator=hardware.accelerator_type,
+                                 **memory_inputs(spec, container.args, container.image_uri))
     return DeploymentPlan(spec, hardware, resolved, container, dedicated_endpoint, weights_uri,
                           memory, force)
 
@@ -195,7 +192,7 @@ def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> 
 
     plan.require_fit()
     _check_quota(session, plan.hardware)
-    labels = settings.labels(**{"nbh-model": key})
+    labels = settings.labels(**{LABEL_MODEL: key})
     display = validate.display_name(f"{key}-{validate.label_value(settings.run_id)}")[:128]
     record = session.state.deployments.get(key) or {}
     endpoint = None

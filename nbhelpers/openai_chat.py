@@ -49,7 +49,7 @@ def chat_client(deployment: Any, *, credentials: Any = None, max_retries: int = 
     import openai
     from google.cloud.aiplatform import initializer
 
-    from nbhelpers.deploy import endpoint_of
+    from nbhelpers.deployments import endpoint_of
 
     endpoint = endpoint_of(deployment)
     credentials = credentials or initializer.global_config.credentials

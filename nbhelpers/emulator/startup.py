@@ -1,0 +1,218 @@
+"""The vLLM start-up model: what the serving container does between "deploy" and "healthy".
+
+It parses the container's arguments as vLLM's argparse does, runs the engine's own checks, and
+asks the client's memory planner whether the model fits on the machine's GPUs, so a replica
+starts, or fails with the lines vLLM prints. This is the one emulator module that reads the
+client's catalog, container reading and planner: those are the facts a real container has too
+(its model's config.json, its arguments, its GPUs).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from nbhelpers import catalog, planner, vllm_args
+from nbhelpers.container import memory_inputs
+from nbhelpers.emulator.replica import Replica, log_line
+from nbhelpers.errors import ConfigError
+from nbhelpers.hardware import ACCELERATORS
+
+SEEDED_CAUSES = ("oom", "max_model_len", "hf_auth", "quota", "unsupported_model")
+_UNKNOWN_GPU_GIB = 22.05  # seeded OOM text for a GPU the hardware table lacks: an L4's
+
+
+class StartupFailure(Exception):
+    """The container exits during start-up; `lines` are what it printed."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__(lines[-1] if lines else "container exited")
+        self.lines = lines
+
+
+class QuotaFailure(Exception):
+    """The platform refuses to schedule the replica: no serving quota for its GPUs."""
+
+    def __init__(self, machine: dict[str, Any]):
+        gpu = str(machine.get("acceleratorType", "")).lower()
+        super().__init__(
+            "The following quota metrics exceed quota limits: aiplatform.googleapis.com/"
+            f"custom_model_serving_{gpu}_gpus")
+
+
+def parse_args(args: list[str]) -> dict[str, Any]:
+    """The container's arguments as vLLM reads them; raises StartupFailure with argparse's
+    lines for what vLLM refuses."""
+    try:
+        return vllm_args.parse(args)
+    except vllm_args.ArgsError as err:
+        raise StartupFailure(err.lines) from None
+
+
+def _catalog_entry(model_id: str) -> catalog.ModelSpec | None:
+    return next((m for m in catalog.MODELS.values() if m.hf_id == model_id), None)
+
+
+def check_engine(values: dict[str, Any], env: dict[str, str], *, gpu_count: int,
+                 model: catalog.ModelSpec | None) -> list[str]:
+    """The engine's own start-up checks; returns the log lines of a good start."""
+    served = values.get("model") or "facebook/opt-125m"
+    lines = [
+        log_line("INFO", "api_server.py", "vLLM API server (nbhelpers emulator stand-in)"),
+        log_line("INFO", "api_server.py", f"args: {values}"),
+    ]
+
+    def fail(message: str) -> None:
+        raise StartupFailure([*lines, "Traceback (most recent call last):",
+                              '  File "vllm/engine/arg_utils.py", in create_engine_config',
+                              message])
+
+    util = values.get("gpu-memory-utilization", 0.9)
+    if not 0 < util <= 1:
+        fail(f"ValueError: GPU memory utilization must be less than 1.0. Got {util}.")
+    tp = values.get("tensor-parallel-size", 1)
+    config = model.config if model else {}
+    heads = config.get("text_config", config).get("num_attention_heads")
+    if heads and heads % tp:
+        fail(f"ValueError: Total number of attention heads ({heads}) must be divisible by "
+             f"tensor parallel size ({tp}).")
+    if tp * values.get("pipeline-parallel-size", 1) > gpu_count:
+        fail("ValueError: The number of required GPUs exceeds the total number of available "
+             f"GPUs in the placement group. (needed {tp}, machine has {gpu_count})")
+    max_len = values.get("max-model-len")
+    if model is not None and max_len is not None and max_len > model.max_positions:
+        fail(f"ValueError: User-specified max_model_len ({max_len}) is greater than the derived "
+             f"max_model_len (max_position_embeddings={model.max_positions} or "
+             "model_max_length=None in model's config.json). This may lead to incorrect model "
+             "outputs or CUDA errors.")
+    if served.startswith("gs://"):
+        lines.append(log_line("INFO", "launcher", f"Downloading model weights from {served}"))
+    elif served in {m.hf_id for m in catalog.MODELS.values() if m.gated} \
+            and not env.get("HF_TOKEN"):
+        fail("huggingface_hub.errors.GatedRepoError: 401 Client Error. "
+             f"Cannot access gated repo for url https://huggingface.co/{served}/resolve/main/"
+             f"config.json. Access to model {served} is restricted. You must have access to it "
+             "and be authenticated to access it. Please log in.")
+    lines += [
+        log_line("INFO", "emulator",
+                 "no weights are loaded: replies come from the rehearsal engine"),
+        log_line("INFO", "api_server.py", "Started server process"),
+        log_line("INFO", "api_server.py",
+                 f"Uvicorn running on http://0.0.0.0:{values.get('port')}"),
+    ]
+    return lines
+
+
+def check_memory(lines: list[str], *, model: catalog.ModelSpec | None, args: list[str],
+                 machine: dict[str, Any], image: str) -> list[str]:
+    """vLLM's memory profiling, predicted by the planner from the container's own arguments:
+    returns the start-up lines with the memory report, or raises StartupFailure with vLLM's
+    wording of the failure (CUDA out of memory, no cache blocks, max seq len too long)."""
+    if model is None:
+        return [*lines, log_line("WARNING", "emulator", "memory not simulated: the model is "
+                                 "not in the nbhelpers catalog, so its size is unknown")]
+    try:
+        plan = planner.plan_memory(accelerator=machine.get("acceleratorType", ""),
+                                   suggest_fixes=False, **memory_inputs(model, args, image))
+    except ConfigError as err:  # what the planner cannot size starts as before
+        return [*lines, log_line("WARNING", "emulator", f"memory not simulated: {err}")]
+    where = "worker.py" if plan.engine == "V0" else "gpu_worker.py"
+    report = [log_line("INFO", where, line) for line in plan.log_lines()]
+    if not plan.ok:
+        raise StartupFailure([*lines[:2], *report, "Traceback (most recent call last):",
+                              *plan.failure_lines(),
+                              log_line("ERROR", "launcher", "Model server exited unexpectedly")])
+    return [*lines[:2], *report, *lines[2:]]
+
+
+def _image_limit(values: dict[str, Any], vision: bool) -> int:
+    """vLLM's --limit-mm-per-prompt (`image=N` or JSON); Llama 3.2 Vision defaults to 1."""
+    text = str(values.get("limit-mm-per-prompt") or "")
+    match = re.search(r'image"?\s*[=:]\s*(\d+)', text)
+    return int(match.group(1)) if match else (1 if vision else 0)
+
+
+def _healthy(url: str, attempts: int = 20) -> bool:
+    """Vertex AI sends traffic only once the container's health route answers 200."""
+    for _ in range(attempts):
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def start_replica(container: dict[str, Any], machine: dict[str, Any], *,
+                  service_seconds: float,
+                  on_log: Callable[[list[str]], None]) -> tuple[Replica, list[str]]:
+    """Starts a replica of an uploaded model's container (its REST `containerSpec`) on a
+    machine (`machineSpec`): returns it with its start-up log lines, or raises StartupFailure
+    with the lines of a failed start."""
+    env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+    args = list(container.get("args") or container.get("command") or [])
+    values = parse_args(args)
+    model_id = env.get("MODEL_ID") or values.get("model", "")
+    model = _catalog_entry(model_id)
+    lines = check_engine(values, env, gpu_count=machine.get("acceleratorCount", 0), model=model)
+    lines = check_memory(lines, model=model, args=args, machine=machine,
+                         image=container.get("imageUri", ""))
+    replica = Replica(model_id=values.get("model", model_id),
+                      predict_route=container.get("predictRoute", "/predict"),
+                      health_route=container.get("healthRoute", "/health"),
+                      chat_template=model.has_chat_template if model else True,
+                      images_per_prompt=_image_limit(values, model is not None
+                                                     and model.modality == "vision"),
+                      max_num_seqs=values.get("max-num-seqs", 256),
+                      service_seconds=service_seconds, on_log=on_log)
+    replica.start()
+    if not _healthy(replica.url + replica.health_route):
+        replica.stop()
+        raise StartupFailure([*lines, f"health check {replica.health_route} never passed"])
+    return replica, lines
+
+
+def seeded_failure_lines(cause: str, container: dict[str, Any],
+                         machine: dict[str, Any]) -> list[str]:
+    """A start-up that fails the way vLLM (0.6-0.9, V0 engine) reports it, for rehearsing the
+    debugging notebook. Numbers follow the deployment's own settings."""
+    values = vllm_args.parse(list(container.get("args") or []), strict=False)
+    name = values.get("model", "model")
+    gpu = ACCELERATORS.get(machine.get("acceleratorType", ""))
+    capacity = gpu.memory_gib if gpu else _UNKNOWN_GPU_GIB
+    start = [log_line("INFO", "api_server.py", f"vLLM API server (nbhelpers emulator "
+                      f"stand-in), seeded failure: {cause}"),
+             log_line("INFO", "model_runner.py", f"Starting to load model {name}...")]
+    if cause == "oom":
+        return [*start, log_line("INFO", "enc_dec_model_runner.py", "Starting profile run for "
+                                 "multi-modal models."),
+                "Traceback (most recent call last):",
+                "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 6.20 GiB. GPU 0 "
+                f"has a total capacity of {capacity:.2f} GiB of which 1.41 GiB is free. "
+                "Including non-PyTorch memory, this process has "
+                f"{capacity - 1.41:.2f} GiB memory in use.",
+                log_line("ERROR", "launcher", "Model server exited unexpectedly")]
+    if cause == "max_model_len":
+        wanted = int(values.get("max-model-len", 4096))
+        room = max(16, int(wanted * 0.55) // 16 * 16)
+        return [*start, log_line("INFO", "worker.py", f"# GPU blocks: {room // 16}, "
+                                 "# CPU blocks: 2048"),
+                "Traceback (most recent call last):",
+                f"ValueError: The model's max seq len ({wanted}) is larger than the maximum "
+                f"number of tokens that can be stored in KV cache ({room}). Try increasing "
+                "`gpu_memory_utilization` or decreasing `max_model_len` when initializing the "
+                "engine."]
+    if cause == "hf_auth":
+        return [*start, "Traceback (most recent call last):",
+                "huggingface_hub.errors.GatedRepoError: 401 Client Error. Cannot access gated "
+                f"repo for url https://huggingface.co/{name}/resolve/main/config.json. Access "
+                f"to model {name} is restricted. You must have access to it and be "
+                "authenticated to access it. Please log in."]
+    return [*start, "Traceback (most recent call last):",
+            "ValueError: Model architectures ['MllamaForConditionalGeneration'] are not "
+            "supported for now. Supported architectures: ['LlamaForCausalLM', ...]"]

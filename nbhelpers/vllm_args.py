@@ -1,0 +1,100 @@
+"""The vLLM server's command line as the container runs it: the options of vLLM 0.6-0.9 that the
+Model Garden notebooks use, with their types, and a parser that reads arguments the way vLLM's
+argparse does (same refusals, same wording). A fact table: imports nothing of ours.
+
+The client checks its own container arguments with it before any cloud call; the emulator's
+start-up model parses a deployed container's arguments with it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+API_SERVER = "vllm.entrypoints.api_server"  # what the Model Garden images start
+OPENAI_SERVER = "vllm.entrypoints.openai.api_server"
+SERVER_MODULES = (API_SERVER, OPENAI_SERVER)
+PROG = "api_server.py"
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+DEFAULT_SWAP_SPACE_GIB = 4.0  # vLLM's default --swap-space
+_FLAG = object()  # takes no value
+_OPTIONAL_BOOL = object()  # `--flag` or `--flag=true/false`
+
+OPTIONS: dict[str, Any] = {
+    "host": str, "port": int, "model": str, "tokenizer": str, "revision": str,
+    "served-model-name": str, "download-dir": str, "load-format": str, "seed": int,
+    "tensor-parallel-size": int, "pipeline-parallel-size": int, "swap-space": float,
+    "gpu-memory-utilization": float, "max-model-len": int, "max-num-seqs": int,
+    "max-num-batched-tokens": int, "max-seq-len-to-capture": int, "block-size": int,
+    "kv-cache-dtype": KV_CACHE_DTYPES, "dtype": DTYPES, "quantization": str,
+    "cpu-offload-gb": float, "max-logprobs": int, "limit-mm-per-prompt": str,
+    "chat-template": str, "tool-call-parser": str, "distributed-executor-backend": str,
+    "max-loras": int, "max-lora-rank": int, "max-cpu-loras": int,
+    "enforce-eager": _FLAG, "disable-log-stats": _FLAG, "disable-log-requests": _FLAG,
+    "enable-prefix-caching": _FLAG, "enable-lora": _FLAG, "trust-remote-code": _FLAG,
+    "enable-auto-tool-choice": _FLAG, "disable-custom-all-reduce": _FLAG,
+    "enable-chunked-prefill": _OPTIONAL_BOOL,
+}  # fmt: skip
+
+
+class ArgsError(Exception):
+    """The server would exit while parsing its arguments; `lines` are what it prints."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__(lines[-1] if lines else "bad arguments")
+        self.lines = lines
+
+
+def parse(args: list[str], *, strict: bool = True) -> dict[str, Any]:
+    """Parses `python -m <vLLM server module> --option ...` into {option: value}; raises
+    ArgsError with argparse's own lines for what vLLM would refuse. With `strict=False` it reads
+    what it can and skips what vLLM would refuse (for reading settings, not for checking)."""
+    usage = f"usage: {PROG} [-h] [--host HOST] [--port PORT] [--model MODEL] ..."
+    if len(args) < 3 or args[:2] != ["python", "-m"]:
+        if not strict:
+            return {}
+        raise ArgsError([f"container args must start with 'python -m {SERVER_MODULES[0]}', "
+                         f"got {args[:3]!r}"])
+    if args[2] not in SERVER_MODULES and strict:
+        raise ArgsError([f"/usr/bin/python: No module named {args[2]}"])
+    values: dict[str, Any] = {}
+    unknown: list[str] = []
+    rest = list(args[3:])
+
+    def refuse(name: str, message: str) -> None:
+        if strict:
+            raise ArgsError([usage, f"{PROG}: error: argument --{name}: {message}"])
+
+    while rest:
+        token = rest.pop(0)
+        name, has_value, value = token[2:].partition("=")
+        name = name.replace("_", "-")
+        kind = OPTIONS.get(name) if token.startswith("--") else None
+        if kind is None:
+            unknown.append(token)
+        elif kind is _FLAG:
+            if has_value:
+                refuse(name, f"ignored explicit argument {value!r}")
+            else:
+                values[name] = True
+        elif kind is _OPTIONAL_BOOL:
+            values[name] = (value.lower() in ("1", "true", "yes")) if has_value else True
+        else:
+            if not has_value:
+                if not rest or rest[0].startswith("--"):
+                    refuse(name, "expected one argument")
+                    continue
+                value = rest.pop(0)
+            if isinstance(kind, tuple):
+                if value in kind:
+                    values[name] = value
+                else:
+                    allowed = ", ".join(repr(c) for c in kind)
+                    refuse(name, f"invalid choice: {value!r} (choose from {allowed})")
+                continue
+            try:
+                values[name] = kind(value)
+            except ValueError:
+                refuse(name, f"invalid {kind.__name__} value: {value!r}")
+    if unknown and strict:
+        raise ArgsError([usage, f"{PROG}: error: unrecognized arguments: {' '.join(unknown)}"])
+    return values
