@@ -1,0 +1,199 @@
+"""Vertex AI endpoints and models: create, list (with label filters), get and delete, and the
+lookups the deployment and serving modules use, answered in Vertex AI's own wording."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from nbhelpers.emulator.common import (
+    LOCATION_PATH,
+    V1,
+    ApiError,
+    Route,
+    State,
+    now,
+    project_number,
+)
+from nbhelpers.emulator.operations import Operations
+
+EMPTY = "type.googleapis.com/google.protobuf.Empty"
+TOKEN_PLACEHOLDER = "<set at upload; not stored by the emulator>"
+ENDPOINT = LOCATION_PATH + r"/endpoints/(?P<eid>[^/:]+)"  # deploy and serving add verbs to it
+_MODEL = LOCATION_PATH + r"/models/(?P<mid>[^/:@]+)(?:@[^/:]*)?"
+
+
+def parent(project: str, location: str) -> str:
+    """The collection parent, with the project number as real resource names carry it."""
+    return f"projects/{project_number(project)}/locations/{location}"
+
+
+def _lookup(state: State, collection: str, name: str, missing: str) -> dict[str, Any]:
+    resource = state.data[collection].get(name)
+    if resource is None:
+        raise ApiError(404, missing.format(name=name))  # Vertex AI's own wording
+    return resource
+
+
+def find_endpoint(state: State, project: str, location: str, eid: str) -> dict[str, Any]:
+    """The endpoint, or Vertex AI's 404."""
+    return _lookup(state, "endpoints", f"{parent(project, location)}/endpoints/{eid}",
+                   'Endpoint "{name}" not found.')
+
+
+def find_model(state: State, project: str, location: str, mid: str) -> dict[str, Any]:
+    """The model (a version suffix `@N` is ignored: there is one version), or Vertex AI's 404."""
+    name = f"{parent(project, location)}/models/{mid.split('@')[0]}"
+    return _lookup(state, "models", name, 'The Model "{name}" does not exist.')
+
+
+def parse_filter(text: str) -> list[tuple[str, str]]:
+    """Supports the filters the suite uses: `labels.k=v` and `display_name=v`, joined by AND."""
+    terms = []
+    for raw in re.split(r"\s+AND\s+", text.strip(), flags=re.IGNORECASE) if text.strip() else []:
+        match = re.fullmatch(r'\s*(labels\.[a-z][a-z0-9_-]*|display_name)\s*=\s*"?([^"]*)"?\s*',
+                             raw)
+        if not match:
+            raise ApiError(400, f"Unsupported filter term {raw!r}")
+        terms.append((match.group(1), match.group(2)))
+    return terms
+
+
+def matches(resource: dict[str, Any], terms: list[tuple[str, str]]) -> bool:
+    """Whether a resource passes every term of a parsed filter."""
+    for key, value in terms:
+        if key == "display_name":
+            if resource.get("displayName") != value:
+                return False
+        elif resource.get("labels", {}).get(key[len("labels."):]) != value:
+            return False
+    return True
+
+
+class VertexAI:
+    """Endpoints and models. `busy(name)` tells whether a deployment to or of that resource is
+    in flight (the deployments module knows; asking it through a callable keeps this module
+    below it)."""
+
+    def __init__(self, state: State, operations: Operations, busy: Callable[[str], bool]):
+        self.state, self.operations, self.busy = state, operations, busy
+        self.dedicated_dns: str | None = None  # the HTTPS listener for dedicated endpoints
+
+    def routes(self) -> list[Route]:
+        return [
+            ("POST", LOCATION_PATH + r"/endpoints", self.create_endpoint),
+            ("GET", LOCATION_PATH + r"/endpoints", self.list_endpoints),
+            ("GET", ENDPOINT, self.get_endpoint),
+            ("DELETE", ENDPOINT, self.delete_endpoint),
+            ("POST", LOCATION_PATH + r"/models:upload", self.upload_model),
+            ("GET", LOCATION_PATH + r"/models", self.list_models),
+            ("GET", _MODEL, self.get_model),
+            ("DELETE", _MODEL, self.delete_model),
+        ]
+
+    def serve_dedicated_at(self, dns: str) -> None:
+        """Dedicated endpoints are served by the HTTPS listener; its port changes between runs,
+        so endpoints kept in the state file are pointed at the new one."""
+        self.dedicated_dns = dns
+        with self.state.lock:
+            for endpoint in self.state.data["endpoints"].values():
+                if endpoint.get("dedicatedEndpointEnabled"):
+                    endpoint["dedicatedEndpointDns"] = dns
+
+    def _list(self, collection: str, project: str, location: str,
+              query: dict[str, str]) -> dict[str, Any]:
+        terms = parse_filter(query.get("filter", ""))
+        prefix = parent(project, location) + "/"
+        found = [r for n, r in self.state.data[collection].items()
+                 if n.startswith(prefix) and matches(r, terms)]
+        return {collection: found} if found else {}
+
+    def _add(self, collection: str, resource: dict[str, Any]) -> None:
+        with self.state.lock:
+            self.state.data[collection][resource["name"]] = resource
+            self.state.save()
+
+    def _remove(self, collection: str, resource: dict[str, Any]) -> dict[str, Any]:
+        with self.state.lock:
+            del self.state.data[collection][resource["name"]]
+            self.state.save()
+        return self.operations.create(resource["name"], {"@type": EMPTY})
+
+    # --- endpoints ---------------------------------------------------------------------
+    def create_endpoint(self, body: dict[str, Any], project: str, location: str,
+                        **_: Any) -> dict[str, Any]:
+        name = f"{parent(project, location)}/endpoints/{self.state.next_id()}"
+        endpoint = {"name": name, "displayName": body.get("displayName", ""),
+                    "labels": body.get("labels", {}), "createTime": now(),
+                    "updateTime": now(), "etag": "AMEw9yN=", "deployedModels": [],
+                    "trafficSplit": {}}
+        if body.get("description"):
+            endpoint["description"] = body["description"]
+        if body.get("dedicatedEndpointEnabled"):
+            endpoint["dedicatedEndpointEnabled"] = True
+            # Real DNS names look like E.REGION-NUMBER.prediction.vertexai.goog; ours must be
+            # reachable, so it is the HTTPS listener on 127.0.0.1.
+            endpoint["dedicatedEndpointDns"] = self.dedicated_dns or (
+                f"{name.split('/')[-1]}.{location}-{project_number(project)}"
+                ".prediction.vertexai.goog")
+        self._add("endpoints", endpoint)
+        return self.operations.create(name, {"@type": V1 + "Endpoint", **endpoint})
+
+    def list_endpoints(self, body: dict[str, Any], project: str, location: str,
+                       query: dict[str, str], **_: Any) -> dict[str, Any]:
+        return self._list("endpoints", project, location, query)
+
+    def get_endpoint(self, body: dict[str, Any], project: str, location: str, eid: str,
+                     **_: Any) -> dict[str, Any]:
+        return find_endpoint(self.state, project, location, eid)
+
+    def delete_endpoint(self, body: dict[str, Any], project: str, location: str, eid: str,
+                        **_: Any) -> dict[str, Any]:
+        endpoint = find_endpoint(self.state, project, location, eid)
+        if endpoint["deployedModels"] or self.busy(endpoint["name"]):
+            raise ApiError(400, f"Endpoint {endpoint['name']} has deployed models or a model "
+                           "being deployed; undeploy them (or wait for the deployment to end) "
+                           "before deleting the endpoint.", "FAILED_PRECONDITION")
+        return self._remove("endpoints", endpoint)
+
+    # --- models ------------------------------------------------------------------------
+    def upload_model(self, body: dict[str, Any], project: str, location: str,
+                     **_: Any) -> dict[str, Any]:
+        spec = body.get("model") or {}
+        if not spec.get("containerSpec", {}).get("imageUri"):
+            raise ApiError(400, "model.container_spec.image_uri is required.")
+        name = f"{parent(project, location)}/models/{self.state.next_id()}"
+        container = dict(spec["containerSpec"])
+        # The replica only needs to know a token was given; never keep one on disk.
+        container["env"] = [{**e, "value": TOKEN_PLACEHOLDER} if e.get("name") == "HF_TOKEN"
+                            and e.get("value") else e for e in container.get("env", [])]
+        model = {"name": name, "displayName": spec.get("displayName", ""),
+                 "labels": spec.get("labels", {}), "containerSpec": container,
+                 "versionId": "1", "versionAliases": ["default"], "createTime": now(),
+                 "updateTime": now(), "etag": "AMEw9yM=",
+                 "supportedDeploymentResourcesTypes": ["DEDICATED_RESOURCES"],
+                 "deployedModels": []}
+        self._add("models", model)
+        return self.operations.create(name, {"@type": V1 + "UploadModelResponse",
+                                             "model": name, "modelVersionId": "1"})
+
+    def list_models(self, body: dict[str, Any], project: str, location: str,
+                    query: dict[str, str], **_: Any) -> dict[str, Any]:
+        return self._list("models", project, location, query)
+
+    def get_model(self, body: dict[str, Any], project: str, location: str, mid: str,
+                  **_: Any) -> dict[str, Any]:
+        return find_model(self.state, project, location, mid)
+
+    def delete_model(self, body: dict[str, Any], project: str, location: str, mid: str,
+                     **_: Any) -> dict[str, Any]:
+        model = find_model(self.state, project, location, mid)
+        if self.busy(model["name"]):
+            raise ApiError(400, f"Model {model['name']} is being deployed; wait for the "
+                           "deployment to end, then undeploy it.", "FAILED_PRECONDITION")
+        if model["deployedModels"]:
+            raise ApiError(400, f"Model {model['name']} is deployed to "
+                           f"{model['deployedModels'][0]['endpoint']}; undeploy it first.",
+                           "FAILED_PRECONDITION")
+        return self._remove("models", model)
