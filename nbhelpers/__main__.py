@@ -7,14 +7,16 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from nbhelpers import emulator
+    from nbhelpers.connection import start_emulator
 
-    running = emulator.start(args.host, args.port, args.state, deploy_seconds=args.deploy_seconds,
+    running = start_emulator(host=args.host, port=args.port, state_file=args.state,
+                             deploy_seconds=args.deploy_seconds,
                              service_seconds=args.service_seconds)
     print(f"nbhelpers emulator (rehearsal only: nothing real is deployed) serving Vertex AI at "
           f"{running.url}, Cloud Storage at {running.storage_url}", flush=True)
@@ -38,7 +40,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.list:
         print(runner.list_parameters(notebooks_dir))
         return 0
-    parameters, matrix = ({}, [])
+    parameters: dict[str, Any] = {}
+    matrix: list[dict[str, Any]] = []
     if args.parameters_file:
         parameters, matrix = runner.parse_parameter_file(Path(args.parameters_file))
     for name, value in args.parameter or []:

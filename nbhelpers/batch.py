@@ -15,7 +15,7 @@ from typing import Any
 RETRYABLE = (429, 503)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Result:
     index: int
     prompt: Any
@@ -30,7 +30,7 @@ class Result:
         return not self.error
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BatchReport:
     results: list[Result]
     wall_s: float
@@ -97,7 +97,7 @@ def run_many(
 
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-    results = [Result(i, item) for i, item in enumerate(items)]
+    results = [Result(index=i, prompt=item) for i, item in enumerate(items)]
     retries = 0
     lock = threading.Lock()
     bar = tqdm(total=len(items), desc=description, disable=not progress)
@@ -130,7 +130,8 @@ def run_many(
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         list(pool.map(work, results))
     bar.close()
-    return BatchReport(results, time.perf_counter() - started, concurrency, retries)
+    return BatchReport(results=results, wall_s=time.perf_counter() - started,
+                       concurrency=concurrency, retries=retries)
 
 
 def predict_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
@@ -160,19 +161,20 @@ def predict_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
     grouped = run_many(bodies, send, concurrency=concurrency, progress=progress,
                        description="predict")
     results = [
-        Result(index, prompt, group.output[j] if group.ok else "", group.latency_s,
-               group.ttft_s, group.attempts, group.error)
+        Result(index=group.index * size + j, prompt=prompt,
+               output=group.output[j] if group.ok else "", latency_s=group.latency_s,
+               ttft_s=group.ttft_s, attempts=group.attempts, error=group.error)
         for group, chunk in zip(grouped.results, groups, strict=True)
         for j, prompt in enumerate(chunk)
-        for index in [group.index * size + j]
     ]
-    return BatchReport(results, grouped.wall_s, concurrency, grouped.retries)
+    return BatchReport(results=results, wall_s=grouped.wall_s, concurrency=concurrency,
+                       retries=grouped.retries)
 
 
 def chat_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
               progress: bool = True, max_tokens: int = 256, system: str = "") -> BatchReport:
     """Prompts through chat completions, streamed so time to first token is measured."""
-    from nbhelpers.openai_chat import build_messages, chat_client, check_request
+    from nbhelpers.openai_chat import build_messages, chat_client, check_request, stream_reply
 
     messages_for = [build_messages(p, system=system) for p in prompts]
     for messages in messages_for:
@@ -180,17 +182,7 @@ def chat_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
     api = chat_client(deployment, max_retries=0)  # retries are ours, with jitter
 
     def send(messages: list[dict[str, Any]]) -> tuple[str, float]:
-        started = time.perf_counter()
-        first: float | None = None
-        pieces = []
-        for chunk in api.chat.completions.create(model="", messages=messages, stream=True,
-                                                 max_tokens=max_tokens):
-            delta = chunk.choices[0].delta.content if chunk.choices else None
-            if delta:
-                if first is None:
-                    first = time.perf_counter() - started
-                pieces.append(delta)
-        return "".join(pieces), first if first is not None else time.perf_counter() - started
+        return stream_reply(api, messages, max_tokens=max_tokens)
 
     return run_many(messages_for, send, concurrency=concurrency, progress=progress,
                     description="chat")

@@ -13,7 +13,7 @@ from nbhelpers.errors import ConfigError, choices
 from nbhelpers.hardware import Hardware
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """One catalog entry: a Hugging Face repository and how the tutorial serves it."""
 
@@ -63,8 +63,8 @@ def _text(name: str, params_b: float, machine: str, **extra) -> list[ModelSpec]:
         "-FP8" if name.endswith("-FP8") else ""
     )
     return [
-        ModelSpec(n, f"meta-llama/{n}", family, "text", n == instruct_name, params_b, _hw(machine),
-                  **extra)
+        ModelSpec(name=n, hf_id=f"meta-llama/{n}", family=family, modality="text",
+                  instruct=n == instruct_name, params_b=params_b, hardware=_hw(machine), **extra)
         for n in (base_name, instruct_name)
     ]
 
@@ -72,8 +72,9 @@ def _text(name: str, params_b: float, machine: str, **extra) -> list[ModelSpec]:
 def _vision(size: str, params_b: float, machine: str) -> list[ModelSpec]:
     names = (f"Llama-3.2-{size}-Vision", f"Llama-3.2-{size}-Vision-Instruct")
     return [
-        ModelSpec(n, f"meta-llama/{n}", "llama3.2", "vision", n.endswith("Instruct"), params_b,
-                  _hw(machine), max_model_len=4096, max_num_seqs=12, enforce_eager=True)
+        ModelSpec(name=n, hf_id=f"meta-llama/{n}", family="llama3.2", modality="vision",
+                  instruct=n.endswith("Instruct"), params_b=params_b, hardware=_hw(machine),
+                  max_model_len=4096, max_num_seqs=12, enforce_eager=True)
         for n in names
     ]
 

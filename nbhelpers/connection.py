@@ -21,16 +21,12 @@ BANNER = (
 _in_process: Any = None  # the emulator this process started, when no URL was given
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Session:
     settings: Settings
     credentials: Any
     state: RunState
     emulator_url: str | None = None
-
-    @property
-    def is_emulator(self) -> bool:
-        return self.emulator_url is not None
 
     def client_options(self) -> dict[str, str] | None:
         """For Google API clients other than aiplatform and storage."""
@@ -47,7 +43,7 @@ class Session:
         self.state.update(results={**self.state.get("results", {}), **results})
 
     def storage_client(self) -> Any:
-        from google.cloud import storage
+        import google.cloud.storage as storage
 
         return storage.Client(project=self.settings.project, credentials=self.credentials)
 
@@ -65,30 +61,40 @@ def _trust_emulator_certificate(ca_file: str) -> None:
     os.environ["REQUESTS_CA_BUNDLE"] = os.environ["SSL_CERT_FILE"] = str(bundle)
 
 
+def start_emulator(*, host: str = "127.0.0.1", port: int = 0,
+                   state_file: str | Path | None = None, deploy_seconds: float | None = None,
+                   service_seconds: float = 0.0) -> Any:
+    """Starts the local emulator in this process (threads) and returns it (`.url`, `.stop()`).
+    The client's one door to the emulator: the batch runner and the command line start it here."""
+    from nbhelpers import emulator
+
+    return emulator.start(host, port, state_file, deploy_seconds=deploy_seconds,
+                          service_seconds=service_seconds)
+
+
 def _emulator_url() -> str:
     global _in_process
     url = os.environ.get("NBHELPERS_EMULATOR_URL")
     if url:
         return url.rstrip("/")
     if _in_process is None:
-        from nbhelpers import emulator
-
-        _in_process = emulator.start(state_file=state_dir() / "emulator-state.json")
+        _in_process = start_emulator(state_file=state_dir() / "emulator-state.json")
     return _in_process.url
 
 
 def connect(
+    *,
     project: str = "",
     region: str = "",
     bucket_uri: str = "",
     backend: str = "auto",
     run_id: str = "",
     owner: str = "",
-    *,
     quiet: bool = False,
 ) -> Session:
     """Resolves settings, initialises aiplatform for the backend, and opens the run's state."""
-    resolved = settings_module.resolve(project, region, bucket_uri, backend, run_id, owner)
+    resolved = settings_module.resolve(project=project, region=region, bucket_uri=bucket_uri,
+                                       backend=backend, run_id=run_id, owner=owner)
     from google.cloud import aiplatform
 
     if resolved.backend == "emulator":
@@ -101,7 +107,7 @@ def connect(
             os.environ["STORAGE_EMULATOR_HOST"] = info["storage_url"]
         if info.get("ca_file"):
             _trust_emulator_certificate(info["ca_file"])
-        credentials = AnonymousCredentials()
+        credentials: Any = AnonymousCredentials()
         aiplatform.init(project=resolved.project, location=resolved.region,
                         api_endpoint=url, api_transport="rest", credentials=credentials,
                         staging_bucket=resolved.bucket_uri)
@@ -122,4 +128,4 @@ def connect(
     if not quiet:
         print(f"project={resolved.project} region={resolved.region} "
               f"bucket={resolved.bucket_uri} run_id={resolved.run_id} owner={resolved.owner}")
-    return Session(resolved, credentials, run_state, url)
+    return Session(settings=resolved, credentials=credentials, state=run_state, emulator_url=url)

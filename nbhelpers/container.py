@@ -3,7 +3,7 @@ releases are in `releases`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nbhelpers import vllm_args
@@ -21,7 +21,7 @@ from nbhelpers.releases import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VllmOptions:
     """vLLM server settings; None means the model's catalog default."""
 
@@ -46,44 +46,37 @@ class VllmOptions:
 
     def resolved(self, model: ModelSpec, accelerator_count: int) -> VllmOptions:
         """Fills unset values from the catalog and checks ranges, before any cloud call."""
-        opts = VllmOptions(
-            max_model_len=self.max_model_len or model.max_model_len,
-            max_num_seqs=self.max_num_seqs or model.max_num_seqs,
-            gpu_memory_utilization=self.gpu_memory_utilization or model.gpu_memory_utilization,
-            enforce_eager=model.enforce_eager if self.enforce_eager is None else self.enforce_eager,
-            tensor_parallel_size=self.tensor_parallel_size or accelerator_count,
-            enable_lora=self.enable_lora,
-            max_loras=self.max_loras,
-            max_cpu_loras=self.max_cpu_loras,
-            enable_prefix_caching=self.enable_prefix_caching,
-            kv_cache_dtype=self.kv_cache_dtype,
-            swap_space_gib=self.swap_space_gib,
-            extra_args=tuple(self.extra_args),
-        )
-        if not 0 < opts.gpu_memory_utilization <= 1:
-            raise ConfigError(
-                f"gpu_memory_utilization {opts.gpu_memory_utilization} must be in (0, 1]"
-            )
-        for name in ("max_model_len", "max_num_seqs", "tensor_parallel_size"):
-            value = getattr(opts, name)
+        util = self.gpu_memory_utilization or model.gpu_memory_utilization
+        max_model_len = self.max_model_len or model.max_model_len
+        max_num_seqs = self.max_num_seqs or model.max_num_seqs
+        tp = self.tensor_parallel_size or accelerator_count
+        if not 0 < util <= 1:
+            raise ConfigError(f"gpu_memory_utilization {util} must be in (0, 1]")
+        for name, value in (("max_model_len", max_model_len), ("max_num_seqs", max_num_seqs),
+                            ("tensor_parallel_size", tp)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
-        if opts.max_model_len > model.max_positions:
+        if max_model_len > model.max_positions:
             raise ConfigError(
-                f"max_model_len {opts.max_model_len} exceeds the {model.max_positions} positions "
+                f"max_model_len {max_model_len} exceeds the {model.max_positions} positions "
                 f"{model.name} was trained for"
             )
-        if opts.tensor_parallel_size > accelerator_count:
+        if tp > accelerator_count:
             raise ConfigError(
-                f"tensor_parallel_size {opts.tensor_parallel_size} needs that many GPUs, but the "
-                f"machine has {accelerator_count}"
+                f"tensor_parallel_size {tp} needs that many GPUs, but the machine has "
+                f"{accelerator_count}"
             )
-        if opts.kv_cache_dtype not in vllm_args.KV_CACHE_DTYPES:
+        if self.kv_cache_dtype not in vllm_args.KV_CACHE_DTYPES:
             raise ConfigError(
-                f"unknown kv_cache_dtype {opts.kv_cache_dtype!r}; choose one of "
+                f"unknown kv_cache_dtype {self.kv_cache_dtype!r}; choose one of "
                 f"{choices(vllm_args.KV_CACHE_DTYPES)}"
             )
-        return opts
+        return replace(
+            self, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
+            gpu_memory_utilization=util, tensor_parallel_size=tp,
+            enforce_eager=model.enforce_eager if self.enforce_eager is None else self.enforce_eager,
+            extra_args=tuple(self.extra_args),
+        )
 
 
 def server_args(model_source: str, options: VllmOptions) -> list[str]:
@@ -113,7 +106,7 @@ def server_args(model_source: str, options: VllmOptions) -> list[str]:
     return args
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ContainerSpec:
     image_uri: str
     args: list[str]
@@ -147,7 +140,8 @@ def container_spec(
     env = {"MODEL_ID": model.hf_id, "DEPLOY_SOURCE": "notebook"}
     if hf_token:
         env["HF_TOKEN"] = hf_token
-    return ContainerSpec(image_uri(tag), server_args(weights_uri or model.hf_id, options), env)
+    return ContainerSpec(image_uri=image_uri(tag),
+                         args=server_args(weights_uri or model.hf_id, options), env=env)
 
 
 def memory_inputs(model: ModelSpec, args: list[str], image: str) -> dict[str, Any]:

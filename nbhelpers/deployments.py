@@ -20,7 +20,7 @@ from nbhelpers.releases import DEFAULT_TAG
 from nbhelpers.settings import LABEL_MODEL
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DeploymentPlan:
     """Everything a deployment will use, checked before any cloud call."""
 
@@ -66,7 +66,7 @@ def _fix_line(fix: planner.Fix) -> str:
     return f"{fix.summary}" + (f": set {said}" if said else "")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Deployment:
     """A model serving on an endpoint, as recorded in the run's state file."""
 
@@ -127,8 +127,9 @@ def plan_deployment(
                                tag=container_tag)
     memory = planner.plan_memory(accelerator=hardware.accelerator_type,
                                  **memory_inputs(spec, container.args, container.image_uri))
-    return DeploymentPlan(spec, hardware, resolved, container, dedicated_endpoint, weights_uri,
-                          memory, force)
+    return DeploymentPlan(model=spec, hardware=hardware, options=resolved, container=container,
+                          dedicated_endpoint=dedicated_endpoint, weights_uri=weights_uri,
+                          memory=memory, force=force)
 
 
 def _progress(future: concurrent.futures.Future, what: str, started: float) -> None:
@@ -256,8 +257,12 @@ def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> 
     endpoint._sync_gca_resource()
     deployed = [d for d in endpoint.gca_resource.deployed_models
                 if d.model.split("@")[0].endswith("/" + model.name)]
-    deployment = Deployment(key, plan.model.name, endpoint.resource_name, model.resource_name,
-                            deployed[-1].id, hardware.machine_type, plan.dedicated_endpoint)
+    deployment = Deployment(key=key, model_name=plan.model.name,
+                            endpoint_name=endpoint.resource_name,
+                            model_resource=model.resource_name,
+                            deployed_model_id=deployed[-1].id,
+                            machine_type=hardware.machine_type,
+                            dedicated_endpoint=plan.dedicated_endpoint)
     session.state.record_deployment(key, {**asdict(deployment), "status": "deployed"})
     print(f"Deployed in {time.monotonic() - started:.0f}s: endpoint {deployment.endpoint_id}.")
     return deployment
@@ -285,6 +290,7 @@ def reconnect(session: Session, endpoint_id: str) -> Deployment:
 
     env = {e.name: e.value for e in Model(model_resource).gca_resource.container_spec.env}
     spec = catalog.get_model(env.get("MODEL_ID", ""))
-    return Deployment(spec.slug, spec.name, endpoint.resource_name, model_resource,
-                      deployed[0].id, deployed[0].dedicated_resources.machine_spec.machine_type,
-                      bool(endpoint.gca_resource.dedicated_endpoint_enabled))
+    return Deployment(key=spec.slug, model_name=spec.name, endpoint_name=endpoint.resource_name,
+                      model_resource=model_resource, deployed_model_id=deployed[0].id,
+                      machine_type=deployed[0].dedicated_resources.machine_spec.machine_type,
+                      dedicated_endpoint=bool(endpoint.gca_resource.dedicated_endpoint_enabled))

@@ -16,7 +16,7 @@ KINDS = ("oom", "max_model_len", "hf_auth", "chat_template", "quota", "timeout",
          "unsupported_model", "bad_request", "other")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Rule:
     kind: str
     patterns: tuple[str, ...]
@@ -26,45 +26,53 @@ class Rule:
 
 # In priority order: the first kind with a matching line is the root cause.
 RULES: tuple[Rule, ...] = (
-    Rule("hf_auth", (
+    Rule(kind="hf_auth", patterns=(
         r"GatedRepoError", r"gated repo", r"Cannot access gated repo",
         r"40[13] Client Error.*huggingface\.co", r"huggingface\.co.*40[13] Client Error",
         r"Forbidden for url: https://huggingface\.co", r"Invalid (user )?token",
         r"is restricted\. You must", r"Repository Not Found for url: https://huggingface",
     ),
+        explanation=
         "The container could not download the weights from Hugging Face: the repository is "
         "gated and the token is missing, wrong, or has not been granted access.",
+        fix=
         "Accept the licence on the model's Hugging Face page with the account that owns the "
         "token, then set HF_TOKEN to a token with read access (never as a parameter); or deploy "
         "the Model Garden copy by setting WEIGHTS_URI to its gs:// path."),
-    Rule("unsupported_model", (
+    Rule(kind="unsupported_model", patterns=(
         r"[Mm]odel architectures? \[.*\] (are|is) not supported",
         r"are not supported for now", r"[Uu]nrecognized model in",
         r"model type `?\w+`? (is )?not (recognized|supported)",
         r"is not supported by (this version of )?vLLM",
     ),
+        explanation=
         "The vLLM inside the container does not support this model's architecture (or could "
         "not import it).",
+        fix=
         "Use a container tag whose vLLM supports the model (Llama 3.2 Vision needs vLLM "
         "0.6.2-0.10.x), or a model from the catalog."),
-    Rule("quota", (
+    Rule(kind="quota", patterns=(
         r"quota metrics exceed quota limits", r"[Qq]uota exceeded", r"quotas are exceeded",
         r"exceeds? (the )?quota", r"Rate of traffic exceeds (serving )?capacity",
         r"custom_model_serving_\w+", r"CustomModelServing\w+PerProjectPerRegion",
     ),
+        explanation=
         "The project has no quota left for these GPUs (or this request rate) in this region.",
+        fix=
         "Request more 'Custom model serving' GPU quota for this accelerator and region "
         "(IAM & Admin > Quotas), deploy to a region or GPU type with quota, or use fewer GPUs. "
         "For a 429 on traffic, retry with backoff (predict_many does) or add replicas."),
-    Rule("oom", (
+    Rule(kind="oom", patterns=(
         r"OutOfMemoryError", r"CUDA out of memory", r"CUDA error: out of memory",
         r"No available memory for the cache blocks", r"\bOOM\b", r"out of memory",
     ),
+        explanation=
         "The GPU ran out of memory while vLLM loaded the weights, profiled activations or "
         "captured CUDA graphs.",
+        fix=
         "Lower max_num_seqs (Llama 3.2 Vision: 12-16) and max_model_len, set enforce_eager to "
         "skip CUDA graphs, or use more or larger GPUs (tensor_parallel_size = GPU count)."),
-    Rule("max_model_len", (
+    Rule(kind="max_model_len", patterns=(
         r"max seq len \(\d+\) is larger than the maximum number of tokens that can be stored "
         r"in KV cache",
         r"To serve at least one request with the models?'s max seq len",
@@ -72,47 +80,55 @@ RULES: tuple[Rule, ...] = (
         r"larger than the available KV cache memory",
         r"is greater than the derived max_model_len",
     ),
+        explanation=
         "The KV cache left after the weights cannot hold even one sequence of max_model_len "
         "tokens.",
+        fix=
         "Lower max_model_len to what the KV cache holds (below), raise gpu_memory_utilization "
         "a little (0.9 -> 0.95), or use more or larger GPUs."),
-    Rule("chat_template", (
+    Rule(kind="chat_template", patterns=(
         r"default chat template is no longer allowed", r"chat_template is not set",
         r"ChatTemplateResolutionError", r"does not define one", r"no chat template",
     ),
+        explanation=
         "Chat completions need a chat template, and base (non-Instruct) Llama models have none.",
+        fix=
         "Deploy the Instruct variant for chat, or send a plain prompt through predict()."),
-    Rule("bad_request", (
+    Rule(kind="bad_request", patterns=(
         r"maximum context length is \d+ tokens", r"max_tokens must be at least",
         r"is too long and exceeds limit", r"Request payload size exceeds the limit",
         r"At most \d+ image\(s\) may be provided", r"\b400\b.*INVALID_ARGUMENT",
         r"InvalidArgument: 400", r"Invalid JSON payload",
     ),
+        explanation=
         "The server refused this request as malformed or too large; the deployment is fine.",
+        fix=
         "Shorten the prompt or lower max_tokens so prompt + completion fit max_model_len; keep "
         "predict payloads under 1.5 MB (smaller images); send one image per request."),
-    Rule("timeout", (
+    Rule(kind="timeout", patterns=(
         r"DEADLINE_EXCEEDED", r"Deadline Exceeded", r"Deadline of [\d.]+s exceeded",
         r"[Dd]eadline exceeded", r"[Tt]ook too long", r"timed out", r"504 Gateway Time-?out",
         r"ReadTimeout", r"deployment timed out",
     ),
+        explanation=
         "The request (or the deployment) ran past its time limit: online predictions are cut "
         "off after about 60 seconds.",
+        fix=
         "Lower max_tokens, stream the reply (chat with stream=True), or split the work; for "
         "deployments, wait longer (large models take up to an hour) and read the logs."),
 )
 
 OTHER = Rule(
-    "other", (),
-    "No known cause was recognised in this text.",
-    "Read the evidence lines; the debugging notebook shows the endpoint's newest logs. Errors "
+    kind="other", patterns=(),
+    explanation="No known cause was recognised in this text.",
+    fix="Read the evidence lines; the debugging notebook shows the endpoint's newest logs. Errors "
     "such as NCCL failures usually mean a broken multi-GPU start: retry, or use fewer GPUs.",
 )
 _GENERIC = re.compile(r"Model server (exited unexpectedly|never became ready)|Traceback|"
                       r"Error|ERROR|failed", re.IGNORECASE)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Diagnosis:
     kind: str
     evidence: list[str]
@@ -165,10 +181,12 @@ def diagnose_text(text: str, *, max_evidence: int = 3) -> Diagnosis:
         hits = [line for line in lines if any(p.search(line) for p in compiled)]
         if hits:
             details = _details(rule.kind, text)
-            return Diagnosis(rule.kind, _unique(hits)[:max_evidence], rule.explanation,
-                             rule.fix, details, _suggest(rule.kind, details))
+            return Diagnosis(kind=rule.kind, evidence=_unique(hits)[:max_evidence],
+                             explanation=rule.explanation, fix=rule.fix, details=details,
+                             deploy_parameters=_suggest(rule.kind, details))
     hits = [line for line in lines if _GENERIC.search(line)] or lines[-1:]
-    return Diagnosis(OTHER.kind, _unique(hits)[-max_evidence:], OTHER.explanation, OTHER.fix)
+    return Diagnosis(kind=OTHER.kind, evidence=_unique(hits)[-max_evidence:],
+                     explanation=OTHER.explanation, fix=OTHER.fix)
 
 
 def _unique(lines: list[str]) -> list[str]:
@@ -176,7 +194,7 @@ def _unique(lines: list[str]) -> list[str]:
 
 
 # --- endpoints ----------------------------------------------------------------------------
-@dataclass
+@dataclass(kw_only=True)
 class EndpointReport:
     endpoint_name: str
     display_name: str
@@ -207,8 +225,8 @@ def _planned_fix(diagnosis: Diagnosis, planner_inputs: dict[str, Any]) -> None:
         plan = planner.plan_memory(**planner_inputs)
     except (ConfigError, TypeError):
         return
-    usable = [(fix, fix.notebook_parameters()) for fix in plan.fixes]
-    usable = [(fix, parameters) for fix, parameters in usable if parameters]
+    usable = [(fix, parameters) for fix in plan.fixes
+              if (parameters := fix.notebook_parameters())]
     if plan.ok or not usable:
         return
     diagnosis.details["planner_fixes"] = [fix.summary for fix in plan.fixes]
@@ -262,7 +280,7 @@ def diagnose_endpoint(session: Any, endpoint: Any = None, *, limit: int = 50) ->
                             f"({d.dedicated_resources.machine_spec.accelerator_count} x "
                             f"{d.dedicated_resources.machine_spec.accelerator_type.name})"}
                 for d in resource.deployed_models]
-    record = next((r for r in records.values()
+    record: dict[str, Any] = next((r for r in records.values()
                    if _endpoint_id(r.get("endpoint_name", "")) == _endpoint_id(name)), {})
     recorded = record.get("error", "")
     lines = [redact(line) for line in recent_logs(session, _endpoint_id(name), limit=limit)]
@@ -270,5 +288,6 @@ def diagnose_endpoint(session: Any, endpoint: Any = None, *, limit: int = 50) ->
     diagnosis = diagnose_text("\n".join([*reversed(lines), recorded]))
     if diagnosis.kind in ("oom", "max_model_len") and record.get("memory_plan"):
         _planned_fix(diagnosis, record["memory_plan"])
-    return EndpointReport(resource.name, resource.display_name, deployed, lines, diagnosis,
-                          recorded)
+    return EndpointReport(endpoint_name=resource.name, display_name=resource.display_name,
+                          deployed_models=deployed, log_lines=lines, diagnosis=diagnosis,
+                          recorded_error=recorded)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from nbhelpers.errors import ConfigError, choices
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Accelerator:
     vertex_type: str  # Vertex AI AcceleratorType name
     short: str
@@ -19,11 +19,16 @@ class Accelerator:
 ACCELERATORS: dict[str, Accelerator] = {
     a.vertex_type: a
     for a in (
-        Accelerator("NVIDIA_L4", "L4", 22.05, "L4GPUs"),
-        Accelerator("NVIDIA_TESLA_A100", "A100 40GB", 39.39, "A100GPUs"),
-        Accelerator("NVIDIA_A100_80GB", "A100 80GB", 79.15, "A10080GBGPUs"),
-        Accelerator("NVIDIA_H100_80GB", "H100 80GB", 79.11, "H100GPUs"),
-        Accelerator("NVIDIA_H200_141GB", "H200", 139.81, "H200GPUs"),
+        Accelerator(vertex_type="NVIDIA_L4", short="L4", memory_gib=22.05,
+                    quota_family="L4GPUs"),
+        Accelerator(vertex_type="NVIDIA_TESLA_A100", short="A100 40GB", memory_gib=39.39,
+                    quota_family="A100GPUs"),
+        Accelerator(vertex_type="NVIDIA_A100_80GB", short="A100 80GB", memory_gib=79.15,
+                    quota_family="A10080GBGPUs"),
+        Accelerator(vertex_type="NVIDIA_H100_80GB", short="H100 80GB", memory_gib=79.11,
+                    quota_family="H100GPUs"),
+        Accelerator(vertex_type="NVIDIA_H200_141GB", short="H200", memory_gib=139.81,
+                    quota_family="H200GPUs"),
     )
 }
 

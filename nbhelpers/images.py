@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from nbhelpers.errors import ConfigError
+from nbhelpers.limits import PREDICT_PAYLOAD_BYTES
 
 TILE = 560  # Llama 3.2 Vision sees an image as up to 4 tiles of 560 x 560 pixels
 MAX_TILES = 4
-PREDICT_PAYLOAD_LIMIT = 1_572_864  # bytes of JSON an online prediction request may carry
 USER_AGENT = "nbhelpers/0.1 (Llama on Vertex AI notebooks; python-requests)"
 FORMATS = ("JPEG", "PNG")
 
@@ -93,7 +93,7 @@ def to_data_url(source: Any, *, image_format: str = "JPEG", quality: int = 90,
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def check_payload(body: dict[str, Any], limit: int = PREDICT_PAYLOAD_LIMIT) -> int:
+def check_payload(body: dict[str, Any], limit: int = PREDICT_PAYLOAD_BYTES) -> int:
     """Raises before sending when the JSON request exceeds the online prediction limit."""
     size = len(json.dumps(body).encode())
     if size > limit:

@@ -4,6 +4,7 @@ credentials that refresh themselves: an access token lives about an hour, a work
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -126,14 +127,32 @@ def chat(
         reply = api.chat.completions.create(model="", messages=messages, max_tokens=max_tokens,
                                             temperature=temperature)
         return reply.choices[0].message.content or ""
-    pieces = []
-    for chunk in api.chat.completions.create(model="", messages=messages, stream=True,
-                                             max_tokens=max_tokens, temperature=temperature):
-        delta = chunk.choices[0].delta.content if chunk.choices else None
-        if delta:
-            pieces.append(delta)
-            if echo:
-                print(delta, end="", flush=True)
+    text, _ = stream_reply(api, messages, max_tokens=max_tokens, temperature=temperature,
+                           on_text=(lambda piece: print(piece, end="", flush=True)) if echo
+                           else None)
     if echo:
         print()
-    return "".join(pieces)
+    return text
+
+
+def stream_reply(api: Any, messages: list[dict[str, Any]], *, max_tokens: int,
+                 temperature: float | None = None,
+                 on_text: Callable[[str], None] | None = None) -> tuple[str, float]:
+    """Streams one chat completion: returns the whole reply and the seconds to its first text,
+    calling `on_text` with each piece as it arrives."""
+    options: dict[str, Any] = {"max_tokens": max_tokens}
+    if temperature is not None:
+        options["temperature"] = temperature
+    started = time.perf_counter()
+    first: float | None = None
+    pieces = []
+    for chunk in api.chat.completions.create(model="", messages=messages, stream=True,
+                                             **options):
+        delta = chunk.choices[0].delta.content if chunk.choices else None
+        if delta:
+            if first is None:
+                first = time.perf_counter() - started
+            pieces.append(delta)
+            if on_text is not None:
+                on_text(delta)
+    return "".join(pieces), first if first is not None else time.perf_counter() - started

@@ -62,7 +62,7 @@ def _pad(value: int, multiple: int) -> int:
 
 
 # --- architecture ------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VisionTower:
     """The Llama 3.2 Vision (mllama) image encoder."""
 
@@ -87,7 +87,7 @@ class VisionTower:
         return self.tiles * self.patches
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Architecture:
     """What the planner needs from a config.json."""
 
@@ -226,7 +226,7 @@ def architecture(model: str) -> Architecture:
 
 
 # --- the plan ----------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Memory:
     """Per-GPU memory in GiB, as vLLM's "Memory profiling results" line splits it."""
 
@@ -260,7 +260,7 @@ class Fix:
         return {names[key]: value for key, value in changes.items()}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MemoryPlan:
     verdict: str  # "ok", "oom" or "max_model_len"
     reason: str
@@ -395,7 +395,7 @@ def _accelerator(accelerator: str | None, gpu_memory_gib: float | None) -> tuple
     return ACCELERATORS[found].short, ACCELERATORS[found].memory_gib
 
 
-def _default_batched_tokens(arch: Architecture, engine: str, version: tuple[int, ...],
+def _default_batched_tokens(arch: Architecture, *, engine: str, version: tuple[int, ...],
                             max_model_len: int, gpu_gib: float, gpu: str) -> int:
     if engine == "V1":
         large = gpu_gib >= 70 and not (version >= (0, 11) and gpu.startswith("A100"))
@@ -434,11 +434,14 @@ def plan_memory(
     version_text = vllm_version or DEFAULT_VLLM
     version = _version(version_text)
     tp = accelerator_count
-    _check_inputs(arch, tp, dtype, kv_cache_dtype, gpu_memory_utilization, max_model_len,
-                  max_num_seqs, max_num_batched_tokens, version_text, version)
+    _check_inputs(arch, tp=tp, dtype=dtype, kv_cache_dtype=kv_cache_dtype,
+                  util=gpu_memory_utilization, max_model_len=max_model_len,
+                  max_num_seqs=max_num_seqs, batched=max_num_batched_tokens,
+                  version_text=version_text, version=version)
     engine = "V1" if arch.vision is None and version >= (0, 8) else "V0"
     batched = max_num_batched_tokens or _default_batched_tokens(
-        arch, engine, version, max_model_len, total_gib, gpu)
+        arch, engine=engine, version=version, max_model_len=max_model_len, gpu_gib=total_gib,
+        gpu=gpu)
     if engine == "V0" and max_num_batched_tokens and arch.vision is None \
             and max_model_len <= 32768 and batched < max_model_len:
         raise ConfigError(f"max_num_batched_tokens ({batched}) is smaller than max_model_len "
@@ -498,8 +501,9 @@ def plan_memory(
     result = MemoryPlan(
         verdict=verdict, reason=reason, kv_cache_tokens=tokens, kv_cache_blocks=blocks,
         max_concurrency=round(tokens / max_model_len, 2),
-        memory=Memory(round(total_gib, 3), round(budget, 3), round(weights, 3),
-                      round(activation, 3), non_torch, round(kv_gib, 3)),
+        memory=Memory(total=round(total_gib, 3), budget=round(budget, 3),
+                      weights=round(weights, 3), activation_peak=round(activation, 3),
+                      non_torch=non_torch, kv_cache=round(kv_gib, 3)),
         model=model if model is not None else arch.name, gpu=gpu, accelerator_count=tp,
         dtype=dtype, kv_cache_dtype=kv_cache_dtype,
         gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
@@ -519,7 +523,7 @@ def plan_memory(
     return result
 
 
-def _check_inputs(arch: Architecture, tp: int, dtype: str, kv_cache_dtype: str, util: float,
+def _check_inputs(arch: Architecture, *, tp: int, dtype: str, kv_cache_dtype: str, util: float,
                   max_model_len: int, max_num_seqs: int, batched: int | None,
                   version_text: str, version: tuple[int, ...]) -> None:
     if not isinstance(tp, int) or not 1 <= tp <= 8:
@@ -557,7 +561,7 @@ def _check_inputs(arch: Architecture, tp: int, dtype: str, kv_cache_dtype: str, 
                           f"{version_text}; choose one of {choices(known)}")
 
 
-def _largest(ok, low: int, high: int, step: int) -> int | None:
+def _largest(ok, *, low: int, high: int, step: int) -> int | None:
     """The largest value in [low, high] (multiples of step) for which ok(value) holds, assuming
     ok is monotone (true below some threshold)."""
     lo, hi = low // step, high // step
@@ -587,7 +591,8 @@ def _fixes(arch: Architecture, args: dict[str, Any]) -> list[Fix]:
 
     def most(name: str, low: int, step: int, **with_: Any) -> int | None:
         """The largest value of `name` below the current one that starts, if any."""
-        return _largest(lambda n: works(**with_, **{name: n}), low, args[name] - 1, step) \
+        return _largest(lambda n: works(**with_, **{name: n}), low=low, high=args[name] - 1,
+                        step=step) \
             if args[name] > low else None
 
     def fix(summary: str, change: dict[str, Any]) -> Fix:
@@ -603,7 +608,7 @@ def _fixes(arch: Architecture, args: dict[str, Any]) -> list[Fix]:
     if args["gpu_memory_utilization"] < 0.95 and works(gpu_memory_utilization=0.95):
         fixes.append(fix("gpu_memory_utilization=0.95", {"gpu_memory_utilization": 0.95}))
 
-    def on_hardware(what: str, change: dict[str, Any], vertex_type: str, count: int) -> bool:
+    def on_hardware(what: str, change: dict[str, Any], *, vertex_type: str, count: int) -> bool:
         """Adds the fix when the hardware works as it is or with fewer sequences."""
         if not works(**change):
             fewer = most("max_num_seqs", 1, 1, **change)
@@ -623,14 +628,15 @@ def _fixes(arch: Architecture, args: dict[str, Any]) -> list[Fix]:
         vertex_type = resolve_accelerator(accelerator)
         count = args["accelerator_count"]
         for more in (n for n in (2, 4, 8) if n > count):  # the fewest GPUs that work
-            if on_hardware("more GPUs", {"accelerator_count": more}, vertex_type, more):
+            if on_hardware("more GPUs", {"accelerator_count": more}, vertex_type=vertex_type,
+                           count=more):
                 break
         bigger = sorted((a for a in ACCELERATORS.values()
                          if a.memory_gib > ACCELERATORS[vertex_type].memory_gib),
                         key=lambda a: a.memory_gib)
         for acc in bigger:  # the smallest GPU that works
-            if on_hardware("a larger GPU", {"accelerator": acc.vertex_type}, acc.vertex_type,
-                           count):
+            if on_hardware("a larger GPU", {"accelerator": acc.vertex_type},
+                           vertex_type=acc.vertex_type, count=count):
                 break
     if args["dtype"] != "fp8" and arch.vision is None and arch.fp8_mlp_layers == 0 \
             and works(dtype="fp8"):

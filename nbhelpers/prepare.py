@@ -19,7 +19,7 @@ PROJECT_ROLES = ("roles/storage.admin", "roles/aiplatform.user")
 ENABLED = 2  # google.api.serviceusage.v1.State.ENABLED
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SetupReport:
     enabled_apis: list[str] = field(default_factory=list)
     already_enabled: list[str] = field(default_factory=list)

@@ -20,7 +20,7 @@ def quota_id(accelerator_type: str) -> str:
     return f"CustomModelServing{family}PerProjectPerRegion"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QuotaCheck:
     quota_id: str
     region: str
@@ -53,7 +53,7 @@ def serving_quota(session: Any, hardware: Hardware) -> QuotaCheck:
             limit = int(dimension.details.value)
             if dict(dimension.dimensions).get("region") == region:
                 break
-    return QuotaCheck(qid, region, limit, hardware.accelerator_count)
+    return QuotaCheck(quota_id=qid, region=region, limit=limit, needed=hardware.accelerator_count)
 
 
 def require_quota(session: Any, hardware: Hardware) -> QuotaCheck:

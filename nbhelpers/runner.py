@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,14 @@ from nbhelpers.errors import ConfigError
 from nbhelpers.state import RunState, new_run_id
 
 SETUP, CLEANUP = "00_setup.ipynb", "05_cleanup.ipynb"
-SUITE = ("00_setup.ipynb", "01_deploy_llama31_text.ipynb", "02_deploy_llama32_multimodal.ipynb",
-         "03_openai_chat_inference.ipynb", "04_debugging.ipynb", "05_cleanup.ipynb")
-TEXT, VISION, CHAT, DEBUG = SUITE[1], SUITE[2], SUITE[3], SUITE[4]
+NOTEBOOKS = (SETUP, "01_deploy_llama31_text.ipynb", "02_deploy_llama32_multimodal.ipynb",
+             "03_openai_chat_inference.ipynb", "04_debugging.ipynb", CLEANUP)
+TEXT, VISION, CHAT, DEBUG = NOTEBOOKS[1], NOTEBOOKS[2], NOTEBOOKS[3], NOTEBOOKS[4]
 REHEARSAL_TOKEN = "hf_rehearsalOnlyNotARealToken"  # the emulator accepts any token
 SETUP_KEYS = ("project", "region", "bucket_uri", "owner", "service_account")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class NotebookRun:
     notebook: str
     run_id: str
@@ -55,6 +55,7 @@ class NotebookRun:
 class RunConfig:
     notebooks_dir: Path
     out_dir: Path
+    _: KW_ONLY
     run_id: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
     matrix: list[dict[str, Any]] = field(default_factory=list)
@@ -68,7 +69,7 @@ class RunConfig:
     environment: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunReport:
     run_id: str
     run_dir: Path
@@ -112,7 +113,7 @@ def list_parameters(notebooks_dir: Path) -> str:
     import papermill
 
     lines = []
-    for name in SUITE:
+    for name in NOTEBOOKS:
         lines.append(name)
         for param in papermill.inspect_notebook(str(notebooks_dir / name)).values():
             kind = param["inferred_type_name"]
@@ -238,10 +239,11 @@ class Runner:
             threading.Thread(target=self._terminate, args=(process,), daemon=True).start()
 
     # --- the whole run ---------------------------------------------------------------------
-    def _new(self, notebook: str, run_id: str, entry: str, parameters: dict[str, Any],
+    def _new(self, notebook: str, *, run_id: str, entry: str, parameters: dict[str, Any],
              suffix: str = "") -> NotebookRun:
         output = self.run_dir / (f"{Path(notebook).stem}{suffix}.ipynb")
-        run = NotebookRun(notebook, run_id, entry, parameters, output)
+        run = NotebookRun(notebook=notebook, run_id=run_id, entry=entry, parameters=parameters,
+                          output=output)
         self.runs.append(run)
         return run
 
@@ -261,14 +263,16 @@ class Runner:
         for notebook in [*_entry_notebooks(model), DEBUG]:
             if not _selected(notebook, self.config):
                 continue
-            run = self._new(notebook, run_id, model, parameters, f"-{slug}")
+            run = self._new(notebook, run_id=run_id, entry=model, parameters=parameters,
+                            suffix=f"-{slug}")
             if failed and notebook != DEBUG:
                 run.status = "skipped"
                 continue
             self._execute(run, self._env(run_id))
             failed = failed or not run.ok
         if not self.config.keep:
-            self._execute(self._new(CLEANUP, run_id, model, parameters, f"-{slug}"),
+            self._execute(self._new(CLEANUP, run_id=run_id, entry=model, parameters=parameters,
+                                    suffix=f"-{slug}"),
                           self._env(run_id), cleanup=True)
 
     def run(self) -> RunReport:
@@ -282,9 +286,9 @@ class Runner:
                          "NBHELPERS_STATE_DIR": str(self.state_dir), **config.environment}
         emulator = None
         if config.backend == "emulator" and not self.base_env.get("NBHELPERS_EMULATOR_URL"):
-            from nbhelpers import emulator as emulator_module
+            from nbhelpers.connection import start_emulator
 
-            emulator = emulator_module.start(state_file=self.run_dir / "emulator-state.json")
+            emulator = start_emulator(state_file=self.run_dir / "emulator-state.json")
             self.base_env["NBHELPERS_EMULATOR_URL"] = emulator.url
         if config.backend == "emulator":
             self.base_env.setdefault("HF_TOKEN", os.environ.get("HF_TOKEN") or REHEARSAL_TOKEN)
@@ -299,8 +303,8 @@ class Runner:
                 signal.signal(signum, previous)
             if emulator is not None:
                 emulator.stop()
-        report = RunReport(self.run_id, self.run_dir, config.backend, self.runs,
-                           self.interrupted)
+        report = RunReport(run_id=self.run_id, run_dir=self.run_dir, backend=config.backend,
+                           runs=self.runs, interrupted=self.interrupted)
         write_reports(report)
         return report
 
@@ -308,10 +312,11 @@ class Runner:
         config = self.config
         main_failed = False
         try:
-            for notebook in SUITE[:-1]:
+            for notebook in NOTEBOOKS[:-1]:
                 if not _selected(notebook, config) or (config.matrix and notebook != SETUP):
                     continue
-                run = self._new(notebook, self.run_id, "", config.parameters)
+                run = self._new(notebook, run_id=self.run_id, entry="",
+                                parameters=config.parameters)
                 if main_failed and notebook != DEBUG:  # after a failure, diagnose it
                     run.status = "skipped"
                     continue
@@ -322,7 +327,8 @@ class Runner:
                     list(pool.map(self._matrix_entry, config.matrix))
         finally:
             if not config.keep:
-                self._execute(self._new(CLEANUP, self.run_id, "", config.parameters),
+                self._execute(self._new(CLEANUP, run_id=self.run_id, entry="",
+                                        parameters=config.parameters),
                               self._env(self.run_id), cleanup=True)
 
 

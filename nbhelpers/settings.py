@@ -38,7 +38,7 @@ def is_expired(labels: dict[str, str], now: float | None = None) -> bool:
     return expires <= (now if now is not None else time.time())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     project: str
     region: str
@@ -91,6 +91,7 @@ def resolve_backend(requested: str = "auto", project: str = "") -> str:
 
 
 def resolve(
+    *,
     project: str = "",
     region: str = "",
     bucket_uri: str = "",
@@ -131,4 +132,5 @@ def resolve(
     owner_label = validate.label_value(owner_raw)
     if not owner_label:
         raise ConfigError(f"owner {owner_raw!r} has no letters or digits to label resources with")
-    return Settings(project, region, bucket_uri, resolved_backend, run_id, owner_label)
+    return Settings(project=project, region=region, bucket_uri=bucket_uri,
+                    backend=resolved_backend, run_id=run_id, owner=owner_label)

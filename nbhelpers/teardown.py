@@ -76,7 +76,8 @@ def _retry(action: Any, what: str, attempts: int = 6) -> None:
             time.sleep(2 ** attempt)
 
 
-def _announce(inventory: Inventory, what: str, dry_run: bool) -> None:
+def _list_then_delete(inventory: Inventory, what: str, dry_run: bool) -> None:
+    """Prints what goes (or would go, with dry_run), then deletes it unless dry_run."""
     verb = "Would delete" if dry_run else "Deleting"
     print(f"{verb} {len(inventory)} {what}:\n{inventory.describe()}")
     if not dry_run:
@@ -88,7 +89,7 @@ def cleanup(session: Session, *, dry_run: bool = True, whole_owner: bool = False
     """Undeploys and deletes this run's endpoints, then its models (and the bucket if asked and
     created by the suite). With dry_run, only lists what would go."""
     inventory = find_resources(session, whole_owner=whole_owner, include_bucket=delete_bucket)
-    _announce(inventory, "resource(s)", dry_run)
+    _list_then_delete(inventory, "resource(s)", dry_run)
     if dry_run:
         return inventory
     for key, record in list(session.state.deployments.items()):
@@ -106,7 +107,7 @@ def cleanup_expired(session: Session, *, dry_run: bool = True,
     inventory = _labelled(f"labels.{LABEL_SUITE}={SUITE}",
                           lambda labels: labels.get(LABEL_SUITE) == SUITE
                           and is_expired(labels, now))
-    _announce(inventory, "expired resource(s)", dry_run)
+    _list_then_delete(inventory, "expired resource(s)", dry_run)
     return inventory
 
 

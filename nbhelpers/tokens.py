@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import sys
+from typing import Any
 
 from nbhelpers.errors import ConfigError
 
@@ -38,7 +39,7 @@ def _install_log_redaction() -> None:
         return
     previous = logging.getLogRecordFactory()
 
-    def factory(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
         message = record.getMessage()
         cleaned = redact(message)

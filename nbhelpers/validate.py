@@ -9,6 +9,7 @@ import ipaddress
 import re
 
 from nbhelpers.errors import ConfigError, choices
+from nbhelpers.limits import MAX_DISPLAY_NAME, MAX_LABELS
 
 # Regions where Vertex AI online prediction is offered.
 VERTEX_REGIONS: tuple[str, ...] = (
@@ -26,8 +27,6 @@ _PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _BUCKET_PART_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*[a-z0-9]$|^[a-z0-9]$")
 _LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
-MAX_DISPLAY_NAME = 128
-MAX_LABELS = 64
 
 
 def project_id(value: str) -> str:

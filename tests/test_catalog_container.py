@@ -74,3 +74,19 @@ def test_quantization_is_read_in_either_spelling():
     assert VllmOptions(extra_args=("--enforce-eager", "--quantization", "fp8")).quantization \
         == "fp8"
     assert VllmOptions().quantization == ""
+
+
+def test_memory_inputs_read_the_containers_own_arguments():
+    model = catalog.get_model("Llama-3.1-8B-Instruct")
+    options = VllmOptions(max_model_len=8192, extra_args=("--quantization", "fp8",
+                                                          "--max-num-batched-tokens=4096"))
+    spec = container.container_spec(model, options.resolved(model, 1), tag="20241001_0916_RC00")
+    inputs = container.memory_inputs(model, spec.args, spec.image_uri)
+    assert inputs == {
+        "model": "Llama-3.1-8B-Instruct", "accelerator_count": 1, "dtype": "fp8",
+        "gpu_memory_utilization": 0.9, "max_model_len": 8192, "max_num_seqs": 256,
+        "max_num_batched_tokens": 4096, "enforce_eager": False, "vllm_version": "0.6.2",
+        "kv_cache_dtype": "auto", "swap_space_gib": 16.0}  # the container asks for 16 GiB
+    # What the server would refuse is skipped when reading, and vLLM's defaults fill the rest.
+    bare = ["python", "-m", "vllm.entrypoints.api_server", "--max-num-seqs=lots"]
+    assert container.memory_inputs(model, bare, "image:unknown-tag")["max_model_len"] == 131072

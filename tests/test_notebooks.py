@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from nbhelpers.runner import SUITE, RunConfig, run
+from nbhelpers.runner import NOTEBOOKS as SUITE
+from nbhelpers.runner import RunConfig, run
 from tests.conftest import FAKE_TOKEN
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"

@@ -52,7 +52,7 @@ def start(
         from nbhelpers.emulator.storage import start_storage
 
         data_dir = Path(state_file).with_suffix(".storage") if state_file else None
-        storage_server, vertex.storage_url = start_storage(host, 0, data_dir)
+        storage_server, vertex.storage_url = start_storage(host, 0, data_dir=data_dir)
     return RunningEmulator(vertex, storage_server)
 
 

@@ -88,12 +88,12 @@ class Deployments:
             self.seeded_failures.append(cause)
         return self.seeded_failures
 
-    def deploy_model(self, body: dict[str, Any], project: str, location: str, eid: str,
+    def deploy_model(self, body: dict[str, Any], *, project: str, location: str, eid: str,
                      **_: Any) -> dict[str, Any]:
-        endpoint = find_endpoint(self.state, project, location, eid)
+        endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
         deployed = dict(body.get("deployedModel") or {})
-        model = find_model(self.state, project, location,
-                           deployed.get("model", "").split("/")[-1])
+        model = find_model(self.state, project=project, location=location,
+                           mid=deployed.get("model", "").split("/")[-1])
         resources = deployed.get("dedicatedResources") or {}
         machine = machine_spec(resources)
         deployed_id = self.state.next_id() + "0000"
@@ -105,9 +105,9 @@ class Deployments:
         with self.state.lock:
             for name in (endpoint["name"], model["name"]):
                 self.deploying[name] = self.deploying.get(name, 0) + 1
-        threading.Thread(target=self._finish_deploy, daemon=True,
-                         args=(op["name"], endpoint["name"], model["name"], deployed,
-                               body.get("trafficSplit") or {"0": 100})).start()
+        threading.Thread(target=self._finish_deploy, daemon=True, kwargs={
+            "op_name": op["name"], "endpoint_name": endpoint["name"], "model_name": model["name"],
+            "deployed": deployed, "traffic": body.get("trafficSplit") or {"0": 100}}).start()
         return op
 
     def _start_replica(self, model: dict[str, Any], machine: dict[str, Any],
@@ -116,10 +116,11 @@ class Deployments:
                              service_seconds=self.service_seconds,
                              on_log=lambda lines: self.logging.log(endpoint_name, lines))
 
-    def _finish_deploy(self, op_name: str, endpoint_name: str, model_name: str,
+    def _finish_deploy(self, *, op_name: str, endpoint_name: str, model_name: str,
                        deployed: dict[str, Any], traffic: dict[str, int]) -> None:
         try:
-            self._complete_deploy(op_name, endpoint_name, model_name, deployed, traffic)
+            self._complete_deploy(op_name=op_name, endpoint_name=endpoint_name,
+                                  model_name=model_name, deployed=deployed, traffic=traffic)
         finally:
             with self.state.lock:
                 for name in (endpoint_name, model_name):
@@ -145,15 +146,16 @@ class Deployments:
             self.logging.log(endpoint_name, failure.lines)
             return None, _exited_error(endpoint_name)
 
-    def _complete_deploy(self, op_name: str, endpoint_name: str, model_name: str,
+    def _complete_deploy(self, *, op_name: str, endpoint_name: str, model_name: str,
                          deployed: dict[str, Any], traffic: dict[str, int]) -> None:
         time.sleep(self.deploy_seconds)
         with self.state.lock:
             endpoint = self.state.data["endpoints"].get(endpoint_name)
             model = self.state.data["models"].get(model_name)
+        replica: Replica | None = None
+        error: dict[str, Any] | None
         if endpoint is None or model is None:
-            replica, error = None, {"code": 5, "message": "The endpoint or model was deleted "
-                                    "during deployment."}
+            error = {"code": 5, "message": "The endpoint or model was deleted during deployment."}
         else:
             replica, error = self._start(endpoint_name, model,
                                          deployed["dedicatedResources"]["machineSpec"])
@@ -171,9 +173,9 @@ class Deployments:
             self.operations.finish(op_name, response={"@type": V1 + "DeployModelResponse",
                                                       "deployedModel": {"id": deployed["id"]}})
 
-    def undeploy_model(self, body: dict[str, Any], project: str, location: str, eid: str,
+    def undeploy_model(self, body: dict[str, Any], *, project: str, location: str, eid: str,
                        **_: Any) -> dict[str, Any]:
-        endpoint = find_endpoint(self.state, project, location, eid)
+        endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
         deployed_id = str(body.get("deployedModelId", ""))
         match = [d for d in endpoint["deployedModels"] if d["id"] == deployed_id]
         if not match:

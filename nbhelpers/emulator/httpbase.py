@@ -35,6 +35,11 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
 
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host if isinstance(host, str) else host.decode()}:{port}"
+
 
 class ConnectionPool:
     """One kept-alive HTTP connection per thread and host, for the emulator's hop to replicas."""
@@ -51,7 +56,7 @@ class ConnectionPool:
             connection = connections.get(parts.netloc)
             if connection is None:
                 connection = connections[parts.netloc] = http.client.HTTPConnection(
-                    parts.hostname, parts.port, timeout=timeout)
+                    parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
             try:
                 connection.request("POST", parts.path, data, headers)
                 response = connection.getresponse()

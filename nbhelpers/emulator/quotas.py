@@ -19,7 +19,7 @@ class Quotas:
         return [("GET", r"/v1/projects/(?P<project>[^/]+)/locations/global/services/"
                         r"(?P<service>[^/]+)/quotaInfos/(?P<qid>[^/]+)", self.get_quota_info)]
 
-    def get_quota_info(self, body: dict[str, Any], project: str, service: str, qid: str,
+    def get_quota_info(self, body: dict[str, Any], *, project: str, service: str, qid: str,
                        **_: Any) -> dict[str, Any]:
         """Serving quotas default to 16 GPUs of each kind in every region; tests lower them."""
         regions = self.state.data.setdefault("quotas", {}).get(qid, {"*": DEFAULT_GPU_QUOTA})

@@ -44,8 +44,7 @@ class Replica:
     @property
     def url(self) -> str:
         assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     def start(self) -> Replica:
         replica = self
@@ -201,17 +200,20 @@ class _ReplicaHandler(JsonHandler):
             return self.send_json(400, {"error": f"invalid JSON: {exc}"})
         if self.path not in (self.owner.predict_route, "/v1/chat/completions"):
             return self.send_json(404, {"detail": "Not Found"})
-        instances = body.get("instances") if self.path == self.owner.predict_route else None
+        result: Any
         if self.path == self.owner.predict_route:
             status, result = self.owner.predict(body)
+            instances = body.get("instances")
+            sequences = len(instances) if isinstance(instances, list) else 1
         else:
             status, result = self.owner.chat(body)
+            sequences = 1
         if status != 200:  # refused before it reaches the engine: no slot, no service time
             return self.send_json(status, result)
-        start = self.owner.schedule(len(instances) if isinstance(instances, list) else 1)
-        if body.get("stream") and self.path != self.owner.predict_route:
-            return self._stream(result, body, start)
-        if self.path != self.owner.predict_route:
+        start = self.owner.schedule(sequences)
+        if isinstance(result, rehearsal.Generation):  # a chat completion
+            if body.get("stream"):
+                return self._stream(result, body, start)
             result = _completion(result, self.owner.model_id)
         time.sleep(max(0.0, start + self.owner.service_seconds - time.monotonic()))
         self.send_json(200, result)

@@ -116,8 +116,7 @@ class VertexEmulator:
     @property
     def url(self) -> str:
         assert self._server is not None, "emulator not started"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     def stop(self) -> None:
         self.deployments.stop_replicas()

@@ -11,8 +11,8 @@ from nbhelpers.emulator.common import ApiError, Route, State
 from nbhelpers.emulator.httpbase import ConnectionPool
 from nbhelpers.emulator.replica import Replica
 from nbhelpers.emulator.vertex_ai import ENDPOINT, find_endpoint
+from nbhelpers.limits import PREDICT_PAYLOAD_BYTES
 
-PREDICT_PAYLOAD_LIMIT = 1_572_864
 _FAULT_MESSAGES = {503: "Took too long to respond.", 429: "Rate of traffic exceeds serving "
                    "capacity. Decrease your rate or check your quota."}
 
@@ -75,13 +75,14 @@ class Serving:
         if fault:
             raise ApiError(fault["status"], fault["message"])
 
-    def predict(self, body: dict[str, Any], project: str, location: str, eid: str,
+    def predict(self, body: dict[str, Any], *, project: str, location: str, eid: str,
                 raw_length: int = 0, headers: Any = None, **_: Any) -> dict[str, Any]:
         self._admit(headers or {})
-        if raw_length > PREDICT_PAYLOAD_LIMIT:
+        if raw_length > PREDICT_PAYLOAD_BYTES:
             raise ApiError(400, f"Request payload size exceeds the limit: "
-                           f"{PREDICT_PAYLOAD_LIMIT} bytes.")
-        deployed, replica = self._serving(find_endpoint(self.state, project, location, eid))
+                           f"{PREDICT_PAYLOAD_BYTES} bytes.")
+        endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
+        deployed, replica = self._serving(endpoint)
         status, payload = self._pool.post_json(replica.url + replica.predict_route, body)
         if status != 200:
             raise ApiError(status if status < 500 else 500,
@@ -90,8 +91,9 @@ class Serving:
         return {"predictions": payload.get("predictions", []), "deployedModelId": deployed["id"],
                 "model": deployed["model"], "modelVersionId": "1"}
 
-    def chat(self, body: dict[str, Any], project: str, location: str, eid: str,
+    def chat(self, body: dict[str, Any], *, project: str, location: str, eid: str,
              headers: Any = None, **_: Any) -> Proxy:
         self._admit(headers or {})
-        _, replica = self._serving(find_endpoint(self.state, project, location, eid))
+        endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
+        _, replica = self._serving(endpoint)
         return Proxy(replica.url + "/v1/chat/completions", body)

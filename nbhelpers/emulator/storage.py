@@ -44,7 +44,7 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def start_storage(host: str = "127.0.0.1", port: int = 0, data_dir: Path | None = None,
+def start_storage(host: str = "127.0.0.1", port: int = 0, *, data_dir: Path | None = None,
                   project_number: str | None = None) -> tuple[Any, str]:
     """Starts the storage emulator in this process; returns (server, URL)."""
     from gcp_storage_emulator.server import create_server

@@ -29,23 +29,23 @@ def parent(project: str, location: str) -> str:
     return f"projects/{project_number(project)}/locations/{location}"
 
 
-def _lookup(state: State, collection: str, name: str, missing: str) -> dict[str, Any]:
+def _lookup(state: State, collection: str, *, name: str, missing: str) -> dict[str, Any]:
     resource = state.data[collection].get(name)
     if resource is None:
         raise ApiError(404, missing.format(name=name))  # Vertex AI's own wording
     return resource
 
 
-def find_endpoint(state: State, project: str, location: str, eid: str) -> dict[str, Any]:
+def find_endpoint(state: State, *, project: str, location: str, eid: str) -> dict[str, Any]:
     """The endpoint, or Vertex AI's 404."""
-    return _lookup(state, "endpoints", f"{parent(project, location)}/endpoints/{eid}",
-                   'Endpoint "{name}" not found.')
+    return _lookup(state, "endpoints", name=f"{parent(project, location)}/endpoints/{eid}",
+                   missing='Endpoint "{name}" not found.')
 
 
-def find_model(state: State, project: str, location: str, mid: str) -> dict[str, Any]:
+def find_model(state: State, *, project: str, location: str, mid: str) -> dict[str, Any]:
     """The model (a version suffix `@N` is ignored: there is one version), or Vertex AI's 404."""
     name = f"{parent(project, location)}/models/{mid.split('@')[0]}"
-    return _lookup(state, "models", name, 'The Model "{name}" does not exist.')
+    return _lookup(state, "models", name=name, missing='The Model "{name}" does not exist.')
 
 
 def parse_filter(text: str) -> list[tuple[str, str]]:
@@ -101,7 +101,7 @@ class VertexAI:
                 if endpoint.get("dedicatedEndpointEnabled"):
                     endpoint["dedicatedEndpointDns"] = dns
 
-    def _list(self, collection: str, project: str, location: str,
+    def _list(self, collection: str, *, project: str, location: str,
               query: dict[str, str]) -> dict[str, Any]:
         terms = parse_filter(query.get("filter", ""))
         prefix = parent(project, location) + "/"
@@ -121,7 +121,7 @@ class VertexAI:
         return self.operations.create(resource["name"], {"@type": EMPTY})
 
     # --- endpoints ---------------------------------------------------------------------
-    def create_endpoint(self, body: dict[str, Any], project: str, location: str,
+    def create_endpoint(self, body: dict[str, Any], *, project: str, location: str,
                         **_: Any) -> dict[str, Any]:
         name = f"{parent(project, location)}/endpoints/{self.state.next_id()}"
         endpoint = {"name": name, "displayName": body.get("displayName", ""),
@@ -140,17 +140,17 @@ class VertexAI:
         self._add("endpoints", endpoint)
         return self.operations.create(name, {"@type": V1 + "Endpoint", **endpoint})
 
-    def list_endpoints(self, body: dict[str, Any], project: str, location: str,
+    def list_endpoints(self, body: dict[str, Any], *, project: str, location: str,
                        query: dict[str, str], **_: Any) -> dict[str, Any]:
-        return self._list("endpoints", project, location, query)
+        return self._list("endpoints", project=project, location=location, query=query)
 
-    def get_endpoint(self, body: dict[str, Any], project: str, location: str, eid: str,
+    def get_endpoint(self, body: dict[str, Any], *, project: str, location: str, eid: str,
                      **_: Any) -> dict[str, Any]:
-        return find_endpoint(self.state, project, location, eid)
+        return find_endpoint(self.state, project=project, location=location, eid=eid)
 
-    def delete_endpoint(self, body: dict[str, Any], project: str, location: str, eid: str,
+    def delete_endpoint(self, body: dict[str, Any], *, project: str, location: str, eid: str,
                         **_: Any) -> dict[str, Any]:
-        endpoint = find_endpoint(self.state, project, location, eid)
+        endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
         if endpoint["deployedModels"] or self.busy(endpoint["name"]):
             raise ApiError(400, f"Endpoint {endpoint['name']} has deployed models or a model "
                            "being deployed; undeploy them (or wait for the deployment to end) "
@@ -158,7 +158,7 @@ class VertexAI:
         return self._remove("endpoints", endpoint)
 
     # --- models ------------------------------------------------------------------------
-    def upload_model(self, body: dict[str, Any], project: str, location: str,
+    def upload_model(self, body: dict[str, Any], *, project: str, location: str,
                      **_: Any) -> dict[str, Any]:
         spec = body.get("model") or {}
         if not spec.get("containerSpec", {}).get("imageUri"):
@@ -178,17 +178,17 @@ class VertexAI:
         return self.operations.create(name, {"@type": V1 + "UploadModelResponse",
                                              "model": name, "modelVersionId": "1"})
 
-    def list_models(self, body: dict[str, Any], project: str, location: str,
+    def list_models(self, body: dict[str, Any], *, project: str, location: str,
                     query: dict[str, str], **_: Any) -> dict[str, Any]:
-        return self._list("models", project, location, query)
+        return self._list("models", project=project, location=location, query=query)
 
-    def get_model(self, body: dict[str, Any], project: str, location: str, mid: str,
+    def get_model(self, body: dict[str, Any], *, project: str, location: str, mid: str,
                   **_: Any) -> dict[str, Any]:
-        return find_model(self.state, project, location, mid)
+        return find_model(self.state, project=project, location=location, mid=mid)
 
-    def delete_model(self, body: dict[str, Any], project: str, location: str, mid: str,
+    def delete_model(self, body: dict[str, Any], *, project: str, location: str, mid: str,
                      **_: Any) -> dict[str, Any]:
-        model = find_model(self.state, project, location, mid)
+        model = find_model(self.state, project=project, location=location, mid=mid)
         if self.busy(model["name"]):
             raise ApiError(400, f"Model {model['name']} is being deployed; wait for the "
                            "deployment to end, then undeploy it.", "FAILED_PRECONDITION")
