@@ -37,8 +37,12 @@ browser-deps:
 	  else echo "chromium is missing and this is not root: the browser tests will be skipped"; fi; \
 	fi
 
+## ruff, the import contracts of pyproject.toml (the architecture), mypy over nbhelpers/, and
+## the notebooks' own rules.
 lint: $(STAMP)
 	$(BIN)/ruff check nbhelpers tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m nbhelpers check-notebooks notebooks
 
 ## Serves the emulator on 127.0.0.1:8765 until stopped.
