@@ -19,6 +19,7 @@ from nbhelpers.emulator.common import ApiError, State
 from nbhelpers.emulator.controls import Controls
 from nbhelpers.emulator.deployments import Deployments
 from nbhelpers.emulator.httpbase import JsonHandler, Server
+from nbhelpers.emulator.identity import TokenInfo
 from nbhelpers.emulator.operations import Operations
 from nbhelpers.emulator.quotas import Quotas
 from nbhelpers.emulator.replica import Replica
@@ -43,6 +44,7 @@ class VertexEmulator:
         self.vertex_ai = VertexAI(self.state, self.operations, busy=self.deployments.busy)
         self.serving = Serving(self.state, self.deployments.replicas)
         self.setup_apis = SetupApis(self.state, self.operations)
+        self.token_info = TokenInfo(self.serving.expired_tokens)
         self.controls = Controls(deployments=self.deployments, serving=self.serving,
                                  quotas=self.quotas, logging=self.logging,
                                  describe=self._describe)
@@ -53,7 +55,8 @@ class VertexEmulator:
         self.routes: list[tuple[str, re.Pattern[str], Callable[..., Any]]] = [
             (method, re.compile(pattern + r"$"), func)
             for service in (self.vertex_ai, self.deployments, self.serving, self.operations,
-                            self.setup_apis, self.quotas, self.logging, self.controls)
+                            self.setup_apis, self.quotas, self.logging, self.controls,
+                            self.token_info)
             for method, pattern, func in service.routes()]
         self.deployments.restart_replicas()
 
