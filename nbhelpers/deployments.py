@@ -6,7 +6,9 @@ Re-running with the same run id reuses the live deployment instead of paying for
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -132,38 +134,130 @@ def plan_deployment(
                           memory=memory, force=force)
 
 
-def _progress(future: concurrent.futures.Future, what: str, started: float) -> None:
-    """Prints how long we have waited, less often as the wait grows (deploys take up to 1 h)."""
-    next_report = 10.0
+def wait_until(done: Callable[[], bool], what: str, *, timeout_s: float) -> bool:
+    """Polls `done` until it holds (True) or `timeout_s` passes (False), saying what it waits
+    for, less often as the wait grows (deploys take up to an hour). Polls quickly at first, so
+    short waits end soon after they could."""
+    started = time.monotonic()
+    next_report, pause = 10.0, 0.05
+    while not done():
+        waited = time.monotonic() - started
+        if waited >= timeout_s:
+            return False
+        if waited >= next_report:
+            print(f"  ... {int(waited // 60)}m{int(waited % 60):02d}s: still waiting for {what}",
+                  flush=True)
+            next_report = next_report * 2 if next_report < 300 else next_report + 300
+        time.sleep(min(pause, max(0.0, timeout_s - waited)))
+        pause = min(pause * 2, 5.0)
+    return True
+
+
+def deploys_in_progress(endpoint: Any) -> list[str]:
+    """The endpoint's DeployModel operations that have not ended. Vertex AI refuses to delete
+    an endpoint (or its model) while one runs, and a kernel that died while waiting leaves one
+    running: this is how a re-run and cleanup find it."""
+    from google.longrunning import operations_pb2
+
+    running, token = [], ""
     while True:
+        reply = endpoint.api_client.list_operations(request=operations_pb2.ListOperationsRequest(
+            name=endpoint.resource_name, page_token=token))
+        running += [op.name for op in reply.operations if not op.done
+                    and op.metadata.type_url.endswith(".DeployModelOperationMetadata")]
+        token = reply.next_page_token
+        if not token:
+            return running
+
+
+def wait_for_deploys(endpoint: Any, *, timeout_s: float) -> bool:
+    """Waits, with progress, until no deployment runs on the endpoint; True if one was running.
+    Raises DeploymentError when one still runs after `timeout_s`."""
+    if not deploys_in_progress(endpoint):
+        return False
+    print(f"A deployment is in progress on endpoint {endpoint.name}; waiting for it to end "
+          f"(up to {timeout_s / 60:.0f} min) before going on.", flush=True)
+    if not wait_until(lambda: not deploys_in_progress(endpoint),
+                      f"the deployment in progress on endpoint {endpoint.name}",
+                      timeout_s=timeout_s):
+        raise DeploymentError(
+            f"a deployment on endpoint {endpoint.name} was still in progress after "
+            f"{timeout_s / 60:.0f} min; Vertex AI lets nothing delete it before it ends. Run "
+            "this again later (the cleanup notebook deletes it once it has ended); its "
+            "nbh-expires label lets `python -m nbhelpers cleanup --expired` find it too.")
+    return True
+
+
+@contextlib.contextmanager
+def _deploy_turn(session: Session, key: str, *, timeout_s: float) -> Iterator[None]:
+    """One deployment at a time per run and model on this machine: kernels that share a run id
+    take turns, so the second finds the first's deployment instead of paying for another. The
+    lock is a file lock, which the operating system drops when a kernel dies."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, the endpoint's labels still find the deployment
+        yield
+        return
+    path = session.state.path.parent / f"deploy-{key}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        def take() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                return False
+
+        if not take():
+            print(f"Another kernel of run {session.settings.run_id} is deploying {key} now; "
+                  "waiting for it, then using its deployment.", flush=True)
+            if not wait_until(take, f"the other kernel's deployment of {key}",
+                              timeout_s=timeout_s):
+                raise DeploymentError(
+                    f"another kernel of run {session.settings.run_id} was still deploying "
+                    f"{key} after {timeout_s / 60:.0f} min; run this cell again later")
         try:
-            future.result(timeout=min(5.0, next_report))
-            return
-        except concurrent.futures.TimeoutError:
-            waited = time.monotonic() - started
-            if waited >= next_report:
-                print(f"  ... {int(waited // 60)}m{int(waited % 60):02d}s: still waiting for "
-                      f"{what}", flush=True)
-                next_report = next_report * 2 if next_report < 300 else next_report + 300
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _find_live(session: Session, key: str) -> Deployment | None:
-    """The run's deployment of this model, if its endpoint still serves it."""
+def _run_endpoint(session: Session, key: str) -> Any:
+    """This run's endpoint for the model: the one its state file names, else the one its
+    labels name (a recycled runtime loses the state file, not the labels); None if none."""
     from google.api_core import exceptions
     from google.cloud import aiplatform
 
-    record = session.state.deployments.get(key)
-    if not record:
+    record = session.state.deployments.get(key) or {}
+    if record.get("endpoint_name"):
+        try:
+            endpoint = aiplatform.Endpoint(record["endpoint_name"])
+            endpoint.gca_resource  # noqa: B018 - the SDK may fetch lazily
+            return endpoint
+        except exceptions.NotFound:
+            session.state.forget_deployment(key)
+    query = f"{session.settings.label_filter()} AND labels.{LABEL_MODEL}={key}"
+    found = aiplatform.Endpoint.list(filter=query)
+    return found[0] if found else None
+
+
+def _adopt(session: Session, key: str, endpoint: Any, plan: DeploymentPlan) -> Deployment | None:
+    """The deployment serving on this run's endpoint, recorded as the run's, or None."""
+    endpoint._sync_gca_resource()
+    served = list(endpoint.gca_resource.deployed_models)
+    if not served:
         return None
-    try:
-        ids = {d.id for d in
-               aiplatform.Endpoint(record["endpoint_name"]).gca_resource.deployed_models}
-    except exceptions.NotFound:
-        session.state.forget_deployment(key)
-        return None
-    if record.get("deployed_model_id") in ids:
-        return Deployment(**{k: record[k] for k in Deployment.__dataclass_fields__})
-    return None
+    record = session.state.deployments.get(key) or {}
+    chosen = next((d for d in served if d.id == record.get("deployed_model_id")),
+                  next((d for d in served if d.model.split("@")[0] == record.get("model_resource")),
+                       served[0]))
+    deployment = Deployment(
+        key=key, model_name=plan.model.name, endpoint_name=endpoint.resource_name,
+        model_resource=chosen.model.split("@")[0], deployed_model_id=chosen.id,
+        machine_type=chosen.dedicated_resources.machine_spec.machine_type,
+        dedicated_endpoint=bool(endpoint.gca_resource.dedicated_endpoint_enabled))
+    session.state.record_deployment(key, {**record, **asdict(deployment), "status": "deployed"})
+    return deployment
 
 
 def _check_quota(session: Session, hardware: Hardware) -> None:
@@ -180,35 +274,42 @@ def _check_quota(session: Session, hardware: Hardware) -> None:
 
 
 def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> Deployment:
-    """Creates endpoint and model (both labelled) and deploys, or reuses the live deployment."""
+    """Creates endpoint and model (both labelled) and deploys, or reuses the run's deployment:
+    one per run and model, whatever happened to earlier kernels. A deployment still in progress
+    (a kernel died while waiting for it, or another kernel runs it now) is waited for, then
+    used, instead of paying for a second one."""
+    key = plan.model.slug
+    with _deploy_turn(session, key, timeout_s=timeout_s):
+        endpoint = _run_endpoint(session, key)
+        if endpoint is not None:
+            wait_for_deploys(endpoint, timeout_s=timeout_s)
+            live = _adopt(session, key, endpoint, plan)
+            if live is not None:
+                print(f"Reusing the live deployment of {plan.model.name} on endpoint "
+                      f"{live.endpoint_id} (run {session.settings.run_id}); nothing new is "
+                      "created or billed.")
+                return live
+        plan.require_fit()
+        _check_quota(session, plan.hardware)
+        return _deploy_new(session, plan, endpoint, timeout_s=timeout_s)
+
+
+def _deploy_new(session: Session, plan: DeploymentPlan, endpoint: Any, *,
+                timeout_s: int) -> Deployment:
+    """Uploads the model and deploys it to the run's endpoint (made here when there is none,
+    or kept empty by an earlier failed attempt), recording each step in the run's state first,
+    so a re-run and cleanup find what exists."""
     from google.cloud import aiplatform
 
     settings = session.settings
     key = plan.model.slug
-    live = _find_live(session, key)
-    if live is not None:
-        print(f"Reusing the live deployment of {plan.model.name} on endpoint {live.endpoint_id} "
-              f"(run {settings.run_id}); nothing new is created or billed.")
-        return live
-
-    plan.require_fit()
-    _check_quota(session, plan.hardware)
     labels = settings.labels(**{LABEL_MODEL: key})
     display = validate.display_name(f"{key}-{validate.label_value(settings.run_id)}")[:128]
-    record = session.state.deployments.get(key) or {}
-    endpoint = None
-    if record.get("endpoint_name"):  # an earlier attempt left an empty endpoint: reuse it
-        from google.api_core import exceptions
-
-        try:
-            endpoint = aiplatform.Endpoint(record["endpoint_name"])
-            endpoint.gca_resource  # noqa: B018 - the SDK may fetch lazily
-        except exceptions.NotFound:
-            endpoint = None
     if endpoint is None:
         endpoint = aiplatform.Endpoint.create(
             display_name=display, labels=labels,
             dedicated_endpoint_enabled=plan.dedicated_endpoint)
+    record = session.state.deployments.get(key) or {}
     session.state.record_deployment(key, {**record, "endpoint_name": endpoint.resource_name,
                                           "status": "endpoint created"})
     container = plan.container
@@ -227,7 +328,8 @@ def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> 
     session.state.record_deployment(key, {**session.state.deployments[key],
                                           "model_resource": model.resource_name,
                                           "memory_plan": plan.memory.inputs,
-                                          "status": "model uploaded"})
+                                          "status": "deploying",
+                                          "deploy_started": time.strftime("%Y-%m-%dT%H:%M:%S")})
     hardware = plan.hardware
     print(f"Deploying {plan.model.name} to endpoint {endpoint.name} on {hardware.describe()}. "
           "On Vertex AI this takes 15-60 minutes (weights download, then vLLM loads them).",
@@ -242,8 +344,9 @@ def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> 
             deploy_request_timeout=timeout_s, sync=True,
         )
         try:
-            _progress(future, "the vLLM server to load the model and pass its health check",
-                      started)
+            wait_until(future.done, "the vLLM server to load the model and pass its health "
+                       "check", timeout_s=float("inf"))
+            future.result()
         except Exception as err:
             session.state.record_deployment(key, {**session.state.deployments[key],
                                                   "status": "failed",
@@ -254,16 +357,10 @@ def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> 
                 "model they cost nothing) so their logs can be read; the debugging notebook "
                 "reads them and the cleanup notebook deletes both."
             ) from None
-    endpoint._sync_gca_resource()
-    deployed = [d for d in endpoint.gca_resource.deployed_models
-                if d.model.split("@")[0].endswith("/" + model.name)]
-    deployment = Deployment(key=key, model_name=plan.model.name,
-                            endpoint_name=endpoint.resource_name,
-                            model_resource=model.resource_name,
-                            deployed_model_id=deployed[-1].id,
-                            machine_type=hardware.machine_type,
-                            dedicated_endpoint=plan.dedicated_endpoint)
-    session.state.record_deployment(key, {**asdict(deployment), "status": "deployed"})
+    deployment = _adopt(session, key, endpoint, plan)
+    if deployment is None:
+        raise DeploymentError(f"the deployment to endpoint {endpoint.name} ended without a "
+                              "deployed model; the debugging notebook reads its logs")
     print(f"Deployed in {time.monotonic() - started:.0f}s: endpoint {deployment.endpoint_id}.")
     return deployment
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbhelpers.connection import Session
+from nbhelpers.deployments import wait_for_deploys
+from nbhelpers.releases import DEPLOYMENT_TIMEOUT_S
 from nbhelpers.settings import LABEL_OWNER, LABEL_RUN, LABEL_SUITE, SUITE, is_expired
 from nbhelpers.validate import label_value
 
@@ -76,20 +78,23 @@ def _retry(action: Any, what: str, attempts: int = 6) -> None:
             time.sleep(2 ** attempt)
 
 
-def _list_then_delete(inventory: Inventory, what: str, dry_run: bool) -> None:
+def _list_then_delete(inventory: Inventory, what: str, *, dry_run: bool,
+                      wait_s: float) -> None:
     """Prints what goes (or would go, with dry_run), then deletes it unless dry_run."""
     verb = "Would delete" if dry_run else "Deleting"
     print(f"{verb} {len(inventory)} {what}:\n{inventory.describe()}")
     if not dry_run:
-        _delete(inventory)
+        _delete(inventory, wait_s=wait_s)
 
 
 def cleanup(session: Session, *, dry_run: bool = True, whole_owner: bool = False,
-            delete_bucket: bool = False) -> Inventory:
+            delete_bucket: bool = False, wait_s: float = DEPLOYMENT_TIMEOUT_S) -> Inventory:
     """Undeploys and deletes this run's endpoints, then its models (and the bucket if asked and
-    created by the suite). With dry_run, only lists what would go."""
+    created by the suite). With dry_run, only lists what would go. A deployment still in
+    progress cannot be deleted: cleanup waits for it to end (up to `wait_s`, the container's
+    deployment timeout by default), then deletes it, rather than leave it to bill."""
     inventory = find_resources(session, whole_owner=whole_owner, include_bucket=delete_bucket)
-    _list_then_delete(inventory, "resource(s)", dry_run)
+    _list_then_delete(inventory, "resource(s)", dry_run=dry_run, wait_s=wait_s)
     if dry_run:
         return inventory
     for key, record in list(session.state.deployments.items()):
@@ -99,20 +104,21 @@ def cleanup(session: Session, *, dry_run: bool = True, whole_owner: bool = False
     return inventory
 
 
-def cleanup_expired(session: Session, *, dry_run: bool = True,
-                    now: float | None = None) -> Inventory:
+def cleanup_expired(session: Session, *, dry_run: bool = True, now: float | None = None,
+                    wait_s: float = DEPLOYMENT_TIMEOUT_S) -> Inventory:
     """Deletes the suite's endpoints and models, of any owner, whose expiry label has passed:
     what a killed machine or an interrupted run left behind. Nothing without the suite's label
     and a past expiry is touched."""
     inventory = _labelled(f"labels.{LABEL_SUITE}={SUITE}",
                           lambda labels: labels.get(LABEL_SUITE) == SUITE
                           and is_expired(labels, now))
-    _list_then_delete(inventory, "expired resource(s)", dry_run)
+    _list_then_delete(inventory, "expired resource(s)", dry_run=dry_run, wait_s=wait_s)
     return inventory
 
 
-def _delete(inventory: Inventory) -> None:
+def _delete(inventory: Inventory, *, wait_s: float) -> None:
     for endpoint in inventory.endpoints:
+        wait_for_deploys(endpoint, timeout_s=wait_s)
         _retry(lambda e=endpoint: e.delete(force=True), f"endpoint {endpoint.name}")
     for model in inventory.models:
         _retry(model.delete, f"model {model.name}")

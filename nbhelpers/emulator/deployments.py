@@ -101,7 +101,9 @@ class Deployments:
                          "createTime": now(),
                          "dedicatedResources": {**resources, "machineSpec": machine}})
         deployed.setdefault("displayName", model["displayName"])
-        op = self.operations.create(endpoint["name"], done=False)
+        op = self.operations.create(endpoint["name"], done=False, metadata={
+            "@type": V1 + "DeployModelOperationMetadata",
+            "genericMetadata": {"createTime": now(), "updateTime": now()}})
         with self.state.lock:
             for name in (endpoint["name"], model["name"]):
                 self.deploying[name] = self.deploying.get(name, 0) + 1
@@ -199,7 +201,12 @@ class Deployments:
                                       {"@type": V1 + "UndeployModelResponse"})
 
     def restart_replicas(self) -> None:
-        """After a restart from the state file, deployed models serve again."""
+        """After a restart from the state file, deployed models serve again; deployments that
+        were in flight ended with the old process (their threads are gone), so they fail."""
+        for endpoint_name in list(self.state.data["endpoints"]):
+            for name in self.operations.pending(endpoint_name):
+                self.operations.finish(name, error={
+                    "code": 10, "message": "The deployment was aborted: the emulator restarted."})
         for endpoint in self.state.data["endpoints"].values():
             for deployed in endpoint["deployedModels"]:
                 model = self.state.data["models"].get(deployed["model"])
