@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nbhelpers import identity
 from nbhelpers import settings as settings_module
+from nbhelpers.errors import ConfigError
 from nbhelpers.settings import Settings
 from nbhelpers.state import RunState, state_dir
 
@@ -19,6 +21,10 @@ BANNER = (
     "backend='vertex' (or set GOOGLE_CLOUD_PROJECT and sign in to Google Cloud) for the real thing."
 )
 _in_process: Any = None  # the emulator this process started, when no URL was given
+# Who a client of the emulator is, unless NBHELPERS_EMULATOR_IDENTITY says otherwise (set it
+# empty to rehearse credentials without the e-mail scope).
+REHEARSAL_IDENTITY = "rehearsal-user@example.com"
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform", identity.EMAIL_SCOPE)
 
 
 @dataclass(kw_only=True)
@@ -82,6 +88,17 @@ def _emulator_url() -> str:
     return _in_process.url
 
 
+def _emulator_credentials() -> Any:
+    """User credentials whose access token names the rehearsal identity: the suite finds who it
+    is through the token-info endpoint exactly as with Google user credentials."""
+    import google.oauth2.credentials
+
+    from nbhelpers.emulator.identity import access_token
+
+    email = os.environ.get("NBHELPERS_EMULATOR_IDENTITY", REHEARSAL_IDENTITY).strip()
+    return google.oauth2.credentials.Credentials(token=access_token(email))
+
+
 def connect(
     *,
     project: str = "",
@@ -92,40 +109,53 @@ def connect(
     owner: str = "",
     quiet: bool = False,
 ) -> Session:
-    """Resolves settings, initialises aiplatform for the backend, and opens the run's state."""
+    """Resolves settings, finds who the credentials are (the owner of what the run creates),
+    initialises aiplatform for the backend, and opens the run's state."""
+    credentials: Any = None
+    url: str | None = None
+
+    def identify(backend_name: str) -> str:
+        nonlocal credentials, url
+        if backend_name == "emulator":
+            url = _emulator_url()
+            credentials = _emulator_credentials()
+            return identity.google_identity(credentials, tokeninfo_url=url + "/tokeninfo")
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+
+        try:
+            credentials, _ = google.auth.default(scopes=list(SCOPES))
+        except DefaultCredentialsError:
+            raise ConfigError(f"no Google credentials found; {identity.SIGN_IN}") from None
+        return identity.google_identity(credentials)
+
     resolved = settings_module.resolve(project=project, region=region, bucket_uri=bucket_uri,
-                                       backend=backend, run_id=run_id, owner=owner)
+                                       backend=backend, run_id=run_id, owner=owner,
+                                       identify=identify)
     from google.cloud import aiplatform
 
     if resolved.backend == "emulator":
-        from google.auth.credentials import AnonymousCredentials
-
-        url = _emulator_url()
+        assert url is not None  # identify() opened it
         with urllib.request.urlopen(url + "/emulator/info", timeout=10) as response:
             info = json.loads(response.read())
         if info.get("storage_url"):
             os.environ["STORAGE_EMULATOR_HOST"] = info["storage_url"]
         if info.get("ca_file"):
             _trust_emulator_certificate(info["ca_file"])
-        credentials: Any = AnonymousCredentials()
         aiplatform.init(project=resolved.project, location=resolved.region,
                         api_endpoint=url, api_transport="rest", credentials=credentials,
                         staging_bucket=resolved.bucket_uri)
         if not quiet:
             print(BANNER.format(url=url))
     else:
-        import google.auth
-
-        url = None
-        credentials, _ = google.auth.default(
-            scopes=["https://www.googleapis.com/auth/cloud-platform"])
         aiplatform.init(project=resolved.project, location=resolved.region,
                         credentials=credentials, staging_bucket=resolved.bucket_uri)
     run_state = RunState(resolved.run_id)
     run_state.update(project=resolved.project, region=resolved.region,
                      bucket_uri=resolved.bucket_uri, backend=resolved.backend,
-                     owner=resolved.owner)
+                     owner=resolved.owner, identity=resolved.identity)
     if not quiet:
         print(f"project={resolved.project} region={resolved.region} "
-              f"bucket={resolved.bucket_uri} run_id={resolved.run_id} owner={resolved.owner}")
+              f"bucket={resolved.bucket_uri} run_id={resolved.run_id} "
+              f"owner={resolved.identity} (label {resolved.owner})")
     return Session(settings=resolved, credentials=credentials, state=run_state, emulator_url=url)

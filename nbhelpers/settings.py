@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import calendar
-import getpass
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nbhelpers import state, validate
@@ -44,8 +44,9 @@ class Settings:
     region: str
     bucket_uri: str
     backend: str  # "vertex" or "emulator", never "auto"
-    run_id: str
-    owner: str  # already folded into the label alphabet
+    run_id: str  # label-safe as given (validate.run_id)
+    identity: str  # the Google account the suite runs as, e.g. alice@example.com
+    owner: str  # the identity as a label value (validate.label_value): labels and filters
 
     @property
     def bucket_name(self) -> str:
@@ -90,6 +91,26 @@ def resolve_backend(requested: str = "auto", project: str = "") -> str:
     return chosen
 
 
+def _owner(identity: str, requested: str) -> tuple[str, str]:
+    """The identity and its label value. An explicit owner must be that identity: labelling
+    (and so cleaning up) as someone else would touch their resources."""
+    identity = (identity or "").strip().lower()
+    if "@" not in identity:
+        raise ConfigError(
+            f"no Google identity to own the resources (got {identity!r}): sign in to Google "
+            "Cloud with credentials that carry your e-mail (the userinfo.email scope)"
+        )
+    requested = (requested or "").strip()
+    if requested and requested.casefold() != identity.casefold():
+        raise ConfigError(
+            f"owner {requested!r} is not who the credentials are ({identity!r}); the owner is "
+            "always the signed-in Google identity, so nobody labels or cleans up as someone "
+            "else: leave the owner parameter and NBHELPERS_OWNER empty (or set them to "
+            f"{identity!r}), or sign in as {requested!r}"
+        )
+    return identity, validate.label_value(identity)
+
+
 def resolve(
     *,
     project: str = "",
@@ -98,15 +119,16 @@ def resolve(
     backend: str = "auto",
     run_id: str = "",
     owner: str = "",
+    identify: Callable[[str], str],
 ) -> Settings:
     """Fills blanks from the environment, then from the run's state file, and checks
-    everything, raising ConfigError before any cloud call."""
-    run_id = (
-        run_id or os.environ.get("NBHELPERS_RUN_ID") or state.current_run_id()
-        or state.new_run_id()
-    ).strip()
-    if not validate.label_value(run_id):
-        raise ConfigError(f"run id {run_id!r} has no letters or digits to label resources with")
+    everything, raising ConfigError before any cloud call. `identify(backend)` returns the
+    Google identity the suite runs as on that backend; it is called once, after every local
+    check, since it is the one step that needs the network (and the backend)."""
+    run_id = validate.run_id(
+        (run_id or os.environ.get("NBHELPERS_RUN_ID") or state.current_run_id()
+         or state.new_run_id()).strip()
+    )
     earlier = state.RunState(run_id).data  # what the setup notebook of this run chose
     project = (project or os.environ.get("GOOGLE_CLOUD_PROJECT") or earlier.get("project")
                or "").strip()
@@ -127,10 +149,8 @@ def resolve(
         bucket_uri = bucket_uri.rstrip("/")
     else:
         bucket_uri = "gs://" + validate.bucket_name(f"{project}-llama-{region}")
-    owner_raw = (owner or os.environ.get("NBHELPERS_OWNER") or earlier.get("owner")
-                 or getpass.getuser())
-    owner_label = validate.label_value(owner_raw)
-    if not owner_label:
-        raise ConfigError(f"owner {owner_raw!r} has no letters or digits to label resources with")
+    requested_owner = owner or os.environ.get("NBHELPERS_OWNER") or ""
+    identity, owner_label = _owner(identify(resolved_backend), requested_owner)
     return Settings(project=project, region=region, bucket_uri=bucket_uri,
-                    backend=resolved_backend, run_id=run_id, owner=owner_label)
+                    backend=resolved_backend, run_id=run_id, identity=identity,
+                    owner=owner_label)

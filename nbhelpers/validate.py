@@ -5,6 +5,7 @@ Rules are those documented for projects, Cloud Storage buckets and Vertex AI lab
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 
@@ -27,6 +28,8 @@ _PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 _BUCKET_PART_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*[a-z0-9]$|^[a-z0-9]$")
 _LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_RUN_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_LABEL_HASH_HEX = 8  # hex digits of sha256 kept when a value must be folded
 
 
 def project_id(value: str) -> str:
@@ -97,9 +100,29 @@ def gs_uri(value: str, *, bucket_only: bool = False) -> tuple[str, str]:
 
 
 def label_value(text: str) -> str:
-    """Folds any text (an e-mail, a run id) into a valid label value."""
-    folded = re.sub(r"[^a-z0-9_-]+", "-", (text or "").lower()).strip("-")
-    return folded[:63].rstrip("-")
+    """A label value for any text (an e-mail, a run id, a model key). A label-safe value stays
+    as it is; any other is folded into the label alphabet and ends with 8 hex digits of the
+    sha256 of the original, so two different originals never share a label (cleanup finds
+    resources by these labels: a shared one would delete another person's or run's)."""
+    text = text or ""
+    if _LABEL_VALUE_RE.match(text):
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_LABEL_HASH_HEX]
+    folded = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-")
+    folded = folded[:63 - 1 - _LABEL_HASH_HEX].rstrip("-")
+    return f"{folded}-{digest}" if folded else digest
+
+
+def run_id(value: str) -> str:
+    """Run ids label every resource of a run, so they are refused rather than folded: a folded
+    id could name another run's resources."""
+    if not isinstance(value, str) or not _RUN_ID_RE.match(value):
+        raise ConfigError(
+            f"invalid run id {value!r}: a run id has 1-63 characters, lowercase letters, digits, "
+            "'-' and '_', and starts with a letter or digit (e.g. 'run-7'); leave it empty for "
+            "a new one"
+        )
+    return value
 
 
 def labels(mapping: dict[str, str]) -> dict[str, str]:

@@ -24,7 +24,8 @@ def emulator(tmp_path):
 def env(monkeypatch, tmp_path, emulator):
     """Environment of a run against the emulator, with no Hugging Face token."""
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GOOGLE_CLOUD_PROJECT",
-                 "GOOGLE_CLOUD_REGION", "NBHELPERS_RUN_ID", "NBHELPERS_OWNER"):
+                 "GOOGLE_CLOUD_REGION", "NBHELPERS_RUN_ID", "NBHELPERS_OWNER",
+                 "NBHELPERS_EMULATOR_IDENTITY"):
         monkeypatch.delenv(name, raising=False)
     # connect() sets these for the emulator; monkeypatch restores them after each test.
     for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "STORAGE_EMULATOR_HOST"):
@@ -39,11 +40,16 @@ def env(monkeypatch, tmp_path, emulator):
     return monkeypatch
 
 
+ALICE = "alice@example.com"
+
+
 @pytest.fixture
 def session(env):
+    """Alice's run: the emulator's token-info names her as whom the credentials belong to."""
     import nbhelpers
 
-    return nbhelpers.connect(project="test-project", run_id="run-a", owner="alice", quiet=True)
+    env.setenv("NBHELPERS_EMULATOR_IDENTITY", ALICE)
+    return nbhelpers.connect(project="test-project", run_id="run-a", quiet=True)
 
 
 def emulator_logs(emulator, endpoint_id: str) -> list[str]:

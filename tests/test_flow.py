@@ -9,7 +9,8 @@ import nbhelpers
 from nbhelpers.errors import ConfigError, DeploymentError
 from nbhelpers.hardware import Hardware
 from nbhelpers.quota import require_quota, serving_quota
-from tests.conftest import FAKE_TOKEN
+from nbhelpers.validate import label_value
+from tests.conftest import ALICE, FAKE_TOKEN
 
 
 def test_prepare_project_is_idempotent(session):
@@ -25,7 +26,7 @@ def test_prepare_project_is_idempotent(session):
     assert not second.bucket_created and second.granted == []
     bucket = session.storage_client().get_bucket(session.settings.bucket_name)
     assert bucket.location == "US-CENTRAL1"
-    assert bucket.labels["nbh-owner"] == "alice"
+    assert bucket.labels["nbh-owner"] == label_value(ALICE) == session.settings.owner
     assert session.state.get("service_account") == first.service_account
 
 
@@ -51,7 +52,8 @@ def test_deploy_reuse_predict_cleanup(session, env):
     endpoint = aiplatform.Endpoint(deployment.endpoint_name)
     labels = dict(endpoint.labels)
     assert labels.pop("nbh-expires")
-    assert labels == {"nbh-suite": "vertex-llama", "nbh-run": "run-a", "nbh-owner": "alice",
+    assert labels == {"nbh-suite": "vertex-llama", "nbh-run": "run-a",
+                      "nbh-owner": label_value(ALICE),
                       "nbh-model": "llama-3-1-8b-instruct"}
     again = nbhelpers.deploy(session, plan)  # same run id: no second deployment
     assert again.endpoint_name == deployment.endpoint_name

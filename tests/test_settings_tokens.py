@@ -1,10 +1,19 @@
+import getpass
 import logging
 import time
 
 import pytest
 
-from nbhelpers import settings, tokens
+from nbhelpers import settings, tokens, validate
 from nbhelpers.errors import ConfigError
+
+BOB = "bob@example.com"
+BOB_LABEL = validate.label_value(BOB)
+
+
+def _as(identity):
+    """An identify() for settings.resolve: who the credentials are, whatever the backend."""
+    return lambda backend: identity
 
 
 @pytest.fixture
@@ -31,28 +40,44 @@ def test_auto_without_project_is_emulator(clean_env):
 def test_resolve_defaults_and_labels(clean_env):
     clean_env.setenv("GOOGLE_CLOUD_PROJECT", "my-project")
     clean_env.setenv("NBHELPERS_BACKEND", "emulator")
-    s = settings.resolve(run_id="Run 7", owner="Bob@Example.com")
+    s = settings.resolve(run_id="run-7", owner="Bob@Example.com", identify=_as(BOB))
     assert (s.project, s.region, s.backend) == ("my-project", "us-central1", "emulator")
     assert s.bucket_uri == "gs://my-project-llama-us-central1"
+    assert (s.identity, s.owner) == (BOB, BOB_LABEL)
     labels = s.labels(**{"nbh-model": "llama-3-1-8b"})
     expires = labels.pop("nbh-expires")
     assert labels == {"nbh-suite": "vertex-llama", "nbh-run": "run-7",
-                      "nbh-owner": "bob-example-com", "nbh-model": "llama-3-1-8b"}
+                      "nbh-owner": BOB_LABEL, "nbh-model": "llama-3-1-8b"}
     assert not settings.is_expired({"nbh-expires": expires})
     assert settings.is_expired({"nbh-expires": expires}, now=time.time() + 25 * 3600)
     assert s.label_filter() == ("labels.nbh-suite=vertex-llama AND "
-                                "labels.nbh-owner=bob-example-com AND labels.nbh-run=run-7")
+                                f"labels.nbh-owner={BOB_LABEL} AND labels.nbh-run=run-7")
+
+
+def test_owner_is_the_identity_never_the_login_name(clean_env):
+    clean_env.setenv("NBHELPERS_BACKEND", "emulator")
+    clean_env.setattr(getpass, "getuser", lambda: "root")
+    s = settings.resolve(run_id="run-7", identify=_as(BOB))
+    assert (s.identity, s.owner) == (BOB, BOB_LABEL)
+    clean_env.setenv("NBHELPERS_OWNER", "root")
+    with pytest.raises(ConfigError, match="owner 'root' is not who the credentials are "
+                                          "\\('bob@example.com'\\)"):
+        settings.resolve(run_id="run-7", identify=_as(BOB))
+    with pytest.raises(ConfigError, match="no Google identity"):
+        settings.resolve(run_id="run-7", identify=_as(""))
 
 
 def test_resolve_rejects_bad_values(clean_env):
     clean_env.setenv("NBHELPERS_BACKEND", "emulator")
     with pytest.raises(ConfigError, match="unknown region"):
-        settings.resolve(region="mars-1")
+        settings.resolve(region="mars-1", identify=_as(BOB))
     with pytest.raises(ConfigError, match="malformed Cloud Storage URI"):
-        settings.resolve(bucket_uri="my-bucket")
+        settings.resolve(bucket_uri="my-bucket", identify=_as(BOB))
+    with pytest.raises(ConfigError, match="invalid run id 'Run 7'.*lowercase letters"):
+        settings.resolve(run_id="Run 7", identify=_as(BOB))
     clean_env.setenv("NBHELPERS_BACKEND", "vertex")
     with pytest.raises(ConfigError, match="no project"):
-        settings.resolve()
+        settings.resolve(identify=_as(BOB))
 
 
 def test_token_from_environment_is_redacted_in_logs(clean_env, caplog):

@@ -1,3 +1,5 @@
+import hashlib
+
 import pytest
 
 from nbhelpers import validate
@@ -42,8 +44,11 @@ def test_project_id_rules():
 
 
 def test_label_folding_and_checks():
-    assert validate.label_value("Alice.Smith@Example.com") == "alice-smith-example-com"
-    assert len(validate.label_value("x" * 100)) == 63
+    digest = hashlib.sha256(b"Alice.Smith@Example.com").hexdigest()[:8]
+    assert validate.label_value("Alice.Smith@Example.com") == f"alice-smith-example-com-{digest}"
+    assert validate.label_value("run-7_b") == "run-7_b"  # label-safe: unchanged
+    long = validate.label_value("x" * 100)
+    assert len(long) == 63 and long != validate.label_value("x" * 101)
     with pytest.raises(ConfigError, match="label key"):
         validate.labels({"Bad": "x"})
     with pytest.raises(ConfigError, match="label value"):
