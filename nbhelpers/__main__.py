@@ -32,30 +32,41 @@ def _emulator(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import yaml
-
+    """Runs the notebooks; exit status 0 when all passed, 1 when not, 130 when stopped by a
+    signal, 2 on bad input (refused before anything starts)."""
     from nbhelpers import runner
+    from nbhelpers.errors import ConfigError
 
     notebooks_dir = Path(args.notebooks)
-    if args.list:
-        print(runner.list_parameters(notebooks_dir))
-        return 0
-    parameters: dict[str, Any] = {}
-    matrix: list[dict[str, Any]] = []
-    if args.parameters_file:
-        parameters, matrix = runner.parse_parameter_file(Path(args.parameters_file))
-    for name, value in args.parameter or []:
-        parameters[name] = yaml.safe_load(value)
-    config = runner.RunConfig(
-        notebooks_dir=notebooks_dir, out_dir=Path(args.out), run_id=args.run_id,
-        parameters=parameters, matrix=matrix, backend=args.backend,
-        only=tuple(args.only or ()), skip=tuple(args.skip or ()), keep=args.keep,
-        timeout_s=args.timeout, parallel=args.parallel, progress=not args.no_progress)
-    report = runner.run(config)
+    try:
+        if args.list:
+            print(runner.list_parameters(notebooks_dir))
+            return 0
+        parameters: dict[str, Any] = {}
+        matrix: list[dict[str, Any]] = []
+        if args.parameters_file:
+            parameters, matrix = runner.parse_parameter_file(Path(args.parameters_file))
+        for name, value in args.parameter or []:
+            parameters[name] = runner.parse_cli_value(notebooks_dir, name, value)
+        limits = {} if args.cleanup_timeout is None else {
+            "cleanup_timeout_s": args.cleanup_timeout}
+        config = runner.RunConfig(
+            notebooks_dir=notebooks_dir, out_dir=Path(args.out), run_id=args.run_id,
+            parameters=parameters, matrix=matrix, backend=args.backend,
+            only=tuple(args.only or ()), skip=tuple(args.skip or ()), keep=args.keep,
+            timeout_s=args.timeout, parallel=args.parallel, progress=not args.no_progress,
+            **limits)
+        report = runner.run(config)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     passed = sum(r.ok for r in report.runs)
-    print(f"{passed} of {len(report.runs)} notebooks passed; report: "
-          f"{report.run_dir / 'report.html'} (and report.md); executed notebooks in "
-          f"{report.run_dir}")
+    try:
+        print(f"{passed} of {len(report.runs)} notebooks passed; report: "
+              f"{report.run_dir / 'report.html'} (and report.md); executed notebooks in "
+              f"{report.run_dir}", flush=True)
+    except OSError:  # the terminal is gone; the report says it all
+        pass
     return report.exit_code
 
 
@@ -125,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--skip", action="append", help="skip these notebooks (name or prefix)")
     run.add_argument("--keep", action="store_true",
                      help="do not run the cleanup notebook (resources stay and are billed)")
-    run.add_argument("--timeout", type=float, default=None, help="seconds per notebook")
+    run.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="time limit of each lesson notebook (not of the cleanup notebook)")
+    run.add_argument("--cleanup-timeout", type=float, default=None, metavar="SECONDS",
+                     help="time limit of the cleanup notebook (default: the container's "
+                     "deployment timeout, which cleanup may have to wait out, plus a margin)")
     run.add_argument("--parallel", type=int, default=2, help="matrix entries at once")
     run.add_argument("--list", action="store_true", help="list each notebook's parameters")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
