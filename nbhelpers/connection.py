@@ -144,12 +144,12 @@ def connect(
             _trust_emulator_certificate(info["ca_file"])
         aiplatform.init(project=resolved.project, location=resolved.region,
                         api_endpoint=url, api_transport="rest", credentials=credentials,
-                        staging_bucket=resolved.bucket_uri)
+                        staging_bucket=resolved.files_uri)
         if not quiet:
             print(BANNER.format(url=url))
     else:
         aiplatform.init(project=resolved.project, location=resolved.region,
-                        credentials=credentials, staging_bucket=resolved.bucket_uri)
+                        credentials=credentials, staging_bucket=resolved.files_uri)
     run_state = RunState(resolved.run_id)
     run_state.update(project=resolved.project, region=resolved.region,
                      bucket_uri=resolved.bucket_uri, backend=resolved.backend,

@@ -12,13 +12,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from nbhelpers import catalog, planner, tokens, validate
+from nbhelpers import catalog, checks, planner, tokens, validate
 from nbhelpers.catalog import ModelSpec
+from nbhelpers.checks import shown
 from nbhelpers.connection import Session
-from nbhelpers.container import ContainerSpec, VllmOptions, container_spec, memory_inputs
+from nbhelpers.container import (
+    ContainerSpec,
+    VllmOptions,
+    check_server_args,
+    container_spec,
+    memory_inputs,
+    server_args,
+)
 from nbhelpers.errors import ConfigError, DeploymentError
 from nbhelpers.hardware import Hardware
-from nbhelpers.releases import DEFAULT_TAG
+from nbhelpers.releases import DEFAULT_TAG, image_uri
+from nbhelpers.request_rules import Requests
 from nbhelpers.settings import LABEL_MODEL
 
 
@@ -34,20 +43,41 @@ class DeploymentPlan:
     weights_uri: str
     memory: planner.MemoryPlan  # the memory planner's prediction for these GPUs and settings
     force: bool = False  # deploy even when the planner predicts a failed start
+    requests: Requests | None = None  # what the notebook will send, checked with the plan
+
+    @property
+    def stores_token(self) -> bool:
+        """Whether the Hugging Face token goes into the Model's container environment."""
+        return "HF_TOKEN" in self.container.env
+
+    def token_line(self) -> str:
+        """Where the Hugging Face token goes, said once, before anything is deployed."""
+        if self.stores_token:
+            return ("your Hugging Face token will be stored in the Model's container "
+                    "environment, readable by anyone in the project who can read models; set "
+                    "WEIGHTS_URI to a gs:// copy (Model Garden's, after accepting the EULA) to "
+                    "keep it out")
+        if self.weights_uri:
+            return "none stored: the weights come from Cloud Storage"
+        return "none stored"
 
     def describe(self) -> str:
         source = self.weights_uri or f"Hugging Face {self.model.hf_id}"
-        return "\n".join([
+        lines = [
             f"model:      {self.model.name} ({self.model.modality}, "
             f"{'instruct' if self.model.instruct else 'base'})",
             f"weights:    {source}",
+            f"token:      {self.token_line()}",
             f"hardware:   {self.hardware.describe()}",
             f"endpoint:   {'dedicated' if self.dedicated_endpoint else 'shared'}",
             f"container:  {self.container.image_uri}",
             "vllm args:  " + " ".join(self.container.args[3:]),
             f"env:        {self.container.public_env()}",
             "memory:     " + self.memory.describe().replace("\n", "\n            "),
-        ])
+        ]
+        if self.requests is not None:
+            lines.append(f"requests:   {self.requests.describe()} (checked)")
+        return "\n".join(lines)
 
     def require_fit(self) -> None:
         """Stops, with the fixes, when the planner predicts vLLM will not start; a failed
@@ -115,23 +145,53 @@ def plan_deployment(
     family: str | None = None,
     ask_for_token: bool = True,
     force: bool = False,
+    requests: Requests | None = None,
 ) -> DeploymentPlan:
     """Validates the request, predicts whether vLLM will start (`memory`) and builds the
-    container; raises ConfigError before any cloud call."""
+    container; raises ConfigError before any cloud call. Everything that would otherwise fail
+    only after a GPU is billed is checked here: the container's arguments as the image's vLLM
+    parses them, and `requests`, what the notebook will send once the model serves. The
+    Hugging Face token is read last (an interactive run asks for it), and only when the
+    weights come from Hugging Face."""
+    if family is not None:
+        checks.one_of("family", family, sorted({m.family for m in catalog.models()}))
+    if not isinstance(model, ModelSpec):
+        checks.text("model", model)
     spec = model if isinstance(model, ModelSpec) else catalog.get_model(model, family)
+    checks.text("machine_type", machine_type, empty_ok=True)
     hardware = Hardware.for_machine(machine_type) if machine_type else spec.hardware
+    if options is not None and not isinstance(options, VllmOptions):
+        raise ConfigError(f"options must be nbhelpers.VllmOptions(...) or None, got "
+                          f"{shown(options)} ({type(options).__name__})")
     resolved = (options or VllmOptions()).resolved(spec, hardware.accelerator_count)
+    checks.text("weights_uri", weights_uri, empty_ok=True)
     if weights_uri:
-        validate.gs_uri(weights_uri)
-    token = tokens.hf_token(required=spec.gated and not weights_uri, model_name=spec.name,
-                            ask=ask_for_token)
+        try:
+            validate.gs_uri(weights_uri)
+        except ConfigError as err:
+            raise ConfigError(f"weights_uri: {err}") from None
+    for name, value in (("dedicated_endpoint", dedicated_endpoint),
+                        ("ask_for_token", ask_for_token), ("force", force)):
+        checks.flag(name, value)
+    checks.text("container_tag", container_tag)
+    image = image_uri(container_tag)
+    args = server_args(weights_uri or spec.hf_id, resolved)
+    check_server_args(args, image, gpus=hardware.accelerator_count)
+    memory = planner.plan_memory(accelerator=hardware.accelerator_type,
+                                 **memory_inputs(spec, args, image))
+    if requests is not None:
+        if not isinstance(requests, Requests):
+            raise ConfigError(f"requests must be nbhelpers.Requests(...) or None, got "
+                              f"{shown(requests)} ({type(requests).__name__})")
+        requests.check(spec, max_model_len=resolved.max_model_len or spec.max_model_len)
+    # Weights from Cloud Storage need no token: none is read, so none can be stored.
+    token = None if weights_uri else tokens.hf_token(required=spec.gated, model_name=spec.name,
+                                                     ask=ask_for_token)
     container = container_spec(spec, resolved, weights_uri=weights_uri or None, hf_token=token,
                                tag=container_tag)
-    memory = planner.plan_memory(accelerator=hardware.accelerator_type,
-                                 **memory_inputs(spec, container.args, container.image_uri))
     return DeploymentPlan(model=spec, hardware=hardware, options=resolved, container=container,
                           dedicated_endpoint=dedicated_endpoint, weights_uri=weights_uri,
-                          memory=memory, force=force)
+                          memory=memory, force=force, requests=requests)
 
 
 def wait_until(done: Callable[[], bool], what: str, *, timeout_s: float) -> bool:
@@ -236,7 +296,8 @@ def _run_endpoint(session: Session, key: str) -> Any:
             return endpoint
         except exceptions.NotFound:
             session.state.forget_deployment(key)
-    query = f"{session.settings.label_filter()} AND labels.{LABEL_MODEL}={key}"
+    query = (f"{session.settings.label_filter()} AND "
+             f"labels.{LABEL_MODEL}={validate.label_value(key)}")
     found = aiplatform.Endpoint.list(filter=query)
     return found[0] if found else None
 

@@ -20,6 +20,7 @@ LABEL_SUITE, LABEL_RUN, LABEL_OWNER, LABEL_MODEL = "nbh-suite", "nbh-run", "nbh-
 LABEL_EXPIRES = "nbh-expires"  # UTC time after which `cleanup --expired` may delete it
 EXPIRY_FORMAT = "%Y%m%d-%H%M"
 DEFAULT_TTL_HOURS = 24.0
+RUN_FILES = "nbhelpers-runs"  # the folder of the staging bucket that holds each run's files
 
 
 def expiry_label(now: float | None = None) -> str:
@@ -51,6 +52,17 @@ class Settings:
     @property
     def bucket_name(self) -> str:
         return self.bucket_uri[len("gs://"):]
+
+    def files_prefix(self, *, whole_owner: bool = False) -> str:
+        """Where this run (or all of this owner's runs) keeps files in the staging bucket, which
+        the whole project shares: a run's cleanup deletes these, never the bucket."""
+        owner = f"{RUN_FILES}/{self.owner}/"
+        return owner if whole_owner else f"{owner}{validate.label_value(self.run_id)}/"
+
+    @property
+    def files_uri(self) -> str:
+        """This run's folder as a gs:// URI: the SDK's staging files go there too."""
+        return f"{self.bucket_uri}/{self.files_prefix().rstrip('/')}"
 
     def labels(self, **extra: str) -> dict[str, str]:
         """The labels every resource of this run carries."""

@@ -1,4 +1,6 @@
-"""Find and delete what the suite created, by its labels, and nothing else."""
+"""Find and delete what the suite created, by its labels, and nothing else: endpoints and models
+labelled with this run (or owner), and the files under this run's folder of the staging bucket,
+which the whole project shares and no run deletes."""
 
 from __future__ import annotations
 
@@ -17,19 +19,18 @@ from nbhelpers.validate import label_value
 class Inventory:
     endpoints: list[Any] = field(default_factory=list)
     models: list[Any] = field(default_factory=list)
-    bucket: Any = None
+    files: list[Any] = field(default_factory=list)  # blobs under the run's folder
 
     def describe(self) -> str:
         lines = [f"endpoint {e.name} {e.display_name!r} "
                  f"({len(e.gca_resource.deployed_models)} deployed model(s))"
                  for e in self.endpoints]
         lines += [f"model {m.name} {m.display_name!r}" for m in self.models]
-        if self.bucket is not None:
-            lines.append(f"bucket gs://{self.bucket.name}")
+        lines += [f"file gs://{f.bucket.name}/{f.name}" for f in self.files]
         return "\n".join(lines) or "nothing labelled for this run"
 
     def __len__(self) -> int:
-        return len(self.endpoints) + len(self.models) + (self.bucket is not None)
+        return len(self.endpoints) + len(self.models) + len(self.files)
 
 
 def _ours(labels: dict[str, str], session: Session, whole_owner: bool) -> bool:
@@ -50,14 +51,17 @@ def _labelled(query: str, keep: Any) -> Inventory:
 
 
 def find_resources(session: Session, *, whole_owner: bool = False,
-                   include_bucket: bool = False) -> Inventory:
-    """This run's labelled endpoints and models (or all of this owner's runs)."""
-    inventory = _labelled(session.settings.label_filter(whole_owner=whole_owner),
+                   include_files: bool = False) -> Inventory:
+    """This run's labelled endpoints and models (or all of this owner's runs), and with
+    `include_files` the files under its folder of the staging bucket."""
+    settings = session.settings
+    inventory = _labelled(settings.label_filter(whole_owner=whole_owner),
                           lambda labels: _ours(labels, session, whole_owner))
-    if include_bucket:
-        bucket = session.storage_client().lookup_bucket(session.settings.bucket_name)
-        if bucket is not None and _ours(dict(bucket.labels or {}), session, whole_owner):
-            inventory.bucket = bucket
+    if include_files:
+        client = session.storage_client()
+        if client.lookup_bucket(settings.bucket_name) is not None:
+            prefix = settings.files_prefix(whole_owner=whole_owner)
+            inventory.files = list(client.list_blobs(settings.bucket_name, prefix=prefix))
     return inventory
 
 
@@ -88,12 +92,13 @@ def _list_then_delete(inventory: Inventory, what: str, *, dry_run: bool,
 
 
 def cleanup(session: Session, *, dry_run: bool = True, whole_owner: bool = False,
-            delete_bucket: bool = False, wait_s: float = DEPLOYMENT_TIMEOUT_S) -> Inventory:
-    """Undeploys and deletes this run's endpoints, then its models (and the bucket if asked and
-    created by the suite). With dry_run, only lists what would go. A deployment still in
+            delete_files: bool = True, wait_s: float = DEPLOYMENT_TIMEOUT_S) -> Inventory:
+    """Undeploys and deletes this run's endpoints, then its models, then (unless
+    `delete_files=False`) its files in the staging bucket; the bucket itself stays, as others'
+    files may be in it. With dry_run, only lists what would go. A deployment still in
     progress cannot be deleted: cleanup waits for it to end (up to `wait_s`, the container's
     deployment timeout by default), then deletes it, rather than leave it to bill."""
-    inventory = find_resources(session, whole_owner=whole_owner, include_bucket=delete_bucket)
+    inventory = find_resources(session, whole_owner=whole_owner, include_files=delete_files)
     _list_then_delete(inventory, "resource(s)", dry_run=dry_run, wait_s=wait_s)
     if dry_run:
         return inventory
@@ -122,5 +127,5 @@ def _delete(inventory: Inventory, *, wait_s: float) -> None:
         _retry(lambda e=endpoint: e.delete(force=True), f"endpoint {endpoint.name}")
     for model in inventory.models:
         _retry(model.delete, f"model {model.name}")
-    if inventory.bucket is not None:
-        inventory.bucket.delete(force=True)
+    for blob in inventory.files:
+        _retry(blob.delete, f"file gs://{blob.bucket.name}/{blob.name}")

@@ -99,3 +99,21 @@ def test_cleanup_waits_out_a_deployment_that_cannot_be_deleted_yet(session, env,
     assert emulator.vertex.state.data["endpoints"] == {}
     assert emulator.vertex.state.data["models"] == {}
     assert len(nbhelpers.find_resources(session)) == 0
+
+
+def test_cleanup_deletes_the_runs_files_and_never_the_shared_bucket(session):
+    nbhelpers.prepare_project(session)  # creates the staging bucket
+    client = session.storage_client()
+    bucket = client.bucket(session.settings.bucket_name)
+    mine = session.settings.files_prefix() + "weights/config.json"
+    others = ["someone-else/notes.txt",  # a colleague's file at the top of the bucket
+              session.settings.files_prefix().replace(session.settings.run_id, "other-run")
+              + "weights/config.json"]  # another run of the same owner
+    for name in (mine, *others):
+        bucket.blob(name).upload_from_string("{}")
+    assert session.settings.files_uri.startswith(session.settings.bucket_uri + "/nbhelpers-runs/")
+    listed = nbhelpers.find_resources(session, include_files=True)
+    assert [f.name for f in listed.files] == [mine]
+    nbhelpers.cleanup(session, dry_run=False)
+    assert client.lookup_bucket(session.settings.bucket_name) is not None
+    assert sorted(b.name for b in client.list_blobs(session.settings.bucket_name)) == sorted(others)

@@ -119,7 +119,7 @@ def test_bucket_in_another_region_is_refused(tmp_path, emulator, monkeypatch):
     ("01_deploy_llama31_text.ipynb", ["MODEL", "WEIGHTS_URI", "PROMPT", "MAX_TOKENS"]),
     ("02_deploy_llama32_multimodal.ipynb", ["MODEL", "IMAGE", "QUESTION", "MAX_NUM_SEQS"]),
     ("03_openai_chat_inference.ipynb", ["MODEL", "PROMPT", "N_PROMPTS", "CONCURRENCY"]),
-    ("05_cleanup.ipynb", ["DRY_RUN", "ALL_MY_RUNS", "DELETE_BUCKET"]),
+    ("05_cleanup.ipynb", ["DRY_RUN", "ALL_MY_RUNS", "DELETE_RUN_FILES"]),
 ])
 def test_papermill_lists_the_parameters(notebook, expected):
     listed = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook",
