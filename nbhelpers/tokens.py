@@ -6,26 +6,15 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-import re
 import sys
 from typing import Any
 
 from nbhelpers.errors import ConfigError
+from nbhelpers.redaction import looks_like_secret, redact, remember
+
+__all__ = ["TOKEN_ENV_VARS", "hf_token", "looks_like_secret", "redact"]
 
 TOKEN_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-_HF_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{6,}")
-_known: set[str] = set()
-
-
-def looks_like_secret(value: object) -> bool:
-    return isinstance(value, str) and bool(_HF_TOKEN_RE.search(value))
-
-
-def redact(text: str) -> str:
-    """Replaces Hugging Face tokens and any secret this process has seen."""
-    for secret in _known:
-        text = text.replace(secret, "<hidden>")
-    return _HF_TOKEN_RE.sub("hf_<hidden>", text)
 
 
 _factory_installed = False
@@ -52,7 +41,7 @@ def _install_log_redaction() -> None:
 
 
 def _remember(token: str) -> str:
-    _known.add(token)
+    remember(token)  # errors and log records hide it from now on
     _install_log_redaction()
     return token
 
