@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nbhelpers import vllm_args
+from nbhelpers import catalog, checks, vllm_args
 from nbhelpers.catalog import ModelSpec
-from nbhelpers.errors import ConfigError, choices
+from nbhelpers.errors import ConfigError
 from nbhelpers.releases import (
     DEFAULT_TAG,
     DEPLOYMENT_TIMEOUT_S,
@@ -19,6 +19,13 @@ from nbhelpers.releases import (
     image_uri,
     vllm_release,
 )
+
+# Upper bounds of the settings: far above what any of the tutorial's GPUs can hold, low enough
+# that the memory planner's arithmetic and the container's command line stay exact.
+MAX_NUM_SEQS = 65_536
+MAX_LORAS = 1_024
+MAX_SWAP_SPACE_GIB = 1_024.0  # CPU memory per GPU; the largest machine here has 1,872 GiB
+MAX_EXTRA_ARGS = 200
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,32 +51,55 @@ class VllmOptions:
         args = ["python", "-m", vllm_args.API_SERVER, *self.extra_args]
         return str(vllm_args.parse(args, strict=False).get("quantization", ""))
 
+    def check(self) -> None:
+        """Types and ranges of what is set (None: the catalog's value), with no model needed.
+        A setting of 0 or False where a number is asked for is refused, not read as unset."""
+        if self.max_model_len is not None:
+            longest = max(m.max_positions for m in catalog.models())
+            checks.whole("max_model_len", self.max_model_len, low=1, high=longest,
+                         why="at most the model's trained context, or None for the catalog's")
+        if self.max_num_seqs is not None:
+            checks.whole("max_num_seqs", self.max_num_seqs, low=1, high=MAX_NUM_SEQS,
+                         why="or None for the catalog's")
+        if self.gpu_memory_utilization is not None:
+            checks.number("gpu_memory_utilization", self.gpu_memory_utilization, low=0, high=1,
+                          low_open=True, why="the share of each GPU's memory vLLM may use")
+        if self.enforce_eager is not None:
+            checks.flag("enforce_eager", self.enforce_eager)
+        if self.tensor_parallel_size is not None:
+            checks.whole("tensor_parallel_size", self.tensor_parallel_size, low=1, high=8,
+                         why="GPUs of one machine, or None for all of them")
+        checks.flag("enable_lora", self.enable_lora)
+        checks.whole("max_loras", self.max_loras, low=1, high=MAX_LORAS)
+        checks.whole("max_cpu_loras", self.max_cpu_loras, low=self.max_loras, high=MAX_LORAS,
+                     why="vLLM needs at least max_loras")
+        checks.flag("enable_prefix_caching", self.enable_prefix_caching)
+        checks.one_of("kv_cache_dtype", self.kv_cache_dtype, vllm_args.KV_CACHE_DTYPES)
+        checks.number("swap_space_gib", self.swap_space_gib, low=0, high=MAX_SWAP_SPACE_GIB,
+                      why="GiB of CPU memory per GPU")
+        extra = checks.sequence("extra_args", self.extra_args, low=0, high=MAX_EXTRA_ARGS,
+                                of="command-line arguments")
+        for index, arg in enumerate(extra):
+            checks.text(f"extra_args[{index}]", arg)
+
     def resolved(self, model: ModelSpec, accelerator_count: int) -> VllmOptions:
         """Fills unset values from the catalog and checks ranges, before any cloud call."""
+        self.check()
         util = self.gpu_memory_utilization or model.gpu_memory_utilization
         max_model_len = self.max_model_len or model.max_model_len
         max_num_seqs = self.max_num_seqs or model.max_num_seqs
         tp = self.tensor_parallel_size or accelerator_count
-        if not 0 < util <= 1:
-            raise ConfigError(f"gpu_memory_utilization {util} must be in (0, 1]")
-        for name, value in (("max_model_len", max_model_len), ("max_num_seqs", max_num_seqs),
-                            ("tensor_parallel_size", tp)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
         if max_model_len > model.max_positions:
             raise ConfigError(
                 f"max_model_len {max_model_len} exceeds the {model.max_positions} positions "
-                f"{model.name} was trained for"
+                f"{model.name} was trained for (max_model_len must be from 1 to "
+                f"{model.max_positions:,})"
             )
         if tp > accelerator_count:
             raise ConfigError(
                 f"tensor_parallel_size {tp} needs that many GPUs, but the machine has "
-                f"{accelerator_count}"
-            )
-        if self.kv_cache_dtype not in vllm_args.KV_CACHE_DTYPES:
-            raise ConfigError(
-                f"unknown kv_cache_dtype {self.kv_cache_dtype!r}; choose one of "
-                f"{choices(vllm_args.KV_CACHE_DTYPES)}"
+                f"{accelerator_count} (tensor_parallel_size must be from 1 to "
+                f"{accelerator_count})"
             )
         return replace(
             self, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
@@ -137,11 +167,37 @@ def container_spec(
     tag: str = DEFAULT_TAG,
 ) -> ContainerSpec:
     """Builds the serving container for a model whose options are already resolved."""
+    if weights_uri and hf_token:
+        raise ConfigError("weights_uri and hf_token together: weights from Cloud Storage need no "
+                          "Hugging Face token, so none is stored in the Model; leave hf_token "
+                          "out")
     env = {"MODEL_ID": model.hf_id, "DEPLOY_SOURCE": "notebook"}
     if hf_token:
         env["HF_TOKEN"] = hf_token
     return ContainerSpec(image_uri=image_uri(tag),
                          args=server_args(weights_uri or model.hf_id, options), env=env)
+
+
+def check_server_args(args: list[str], image: str, *, gpus: int) -> dict[str, Any]:
+    """Parses the container's arguments as the image's vLLM does and refuses, with vLLM's own
+    argparse lines, what would make the server exit at start-up: an unknown flag, a bad value,
+    more GPUs than the machine has. Returns the parsed values."""
+    release = vllm_release(image)
+    try:
+        values = vllm_args.parse(args)
+    except vllm_args.ArgsError as err:
+        said = "\n  ".join(err.lines)
+        raise ConfigError(
+            f"vLLM {release} ({image.rpartition(':')[2]}) would refuse these container arguments "
+            f"and exit before serving:\n  {said}\nFix or remove that argument in "
+            "VllmOptions.extra_args; the options it takes are "
+            + ", ".join(f"--{option}" for option in vllm_args.OPTIONS)) from None
+    needed = values.get("tensor-parallel-size", 1) * values.get("pipeline-parallel-size", 1)
+    if needed > gpus:
+        raise ConfigError(
+            f"the container arguments ask vLLM {release} for {needed} GPUs (tensor x pipeline "
+            f"parallel size) but the machine has {gpus}: each must be from 1 to {gpus}")
+    return values
 
 
 def memory_inputs(model: ModelSpec, args: list[str], image: str) -> dict[str, Any]:
