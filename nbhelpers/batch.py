@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RETRYABLE = (429, 503)
+MAX_ATTEMPTS = 20  # of one request, retries included
+MAX_DELAY_S = 600.0  # between two attempts
+SAMPLING = {"max_tokens": 128, "temperature": 1.0, "top_p": 1.0, "top_k": 1,
+            "raw_response": False}  # predict()'s defaults
 
 
 @dataclass(kw_only=True)
@@ -95,8 +99,14 @@ def run_many(
     `concurrency` at once. Results come back in input order; failures are recorded, not raised."""
     from tqdm.auto import tqdm
 
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    from nbhelpers import checks, request_rules
+
+    checks.sequence("items", items, low=0, high=request_rules.MAX_PROMPTS, of="items")
+    request_rules.check_concurrency(concurrency)
+    checks.whole("max_attempts", max_attempts, low=1, high=MAX_ATTEMPTS)
+    checks.number("base_delay_s", base_delay_s, low=0, high=MAX_DELAY_S)
+    checks.number("max_delay_s", max_delay_s, low=0, high=MAX_DELAY_S)
+    checks.flag("progress", progress)
     results = [Result(index=i, prompt=item) for i, item in enumerate(items)]
     retries = 0
     lock = threading.Lock()
@@ -140,19 +150,28 @@ def predict_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
     """Prompts through the predict route. With `instances_per_request` > 1, several prompts
     travel in one request (fewer round trips; the server still runs each as its own sequence);
     every prompt gets its own Result, with its request's latency."""
+    from nbhelpers import checks, request_rules
+    from nbhelpers.errors import ConfigError
     from nbhelpers.images import check_payload
     from nbhelpers.prediction import build_instance, parse_output
 
-    if instances_per_request < 1:
-        raise ValueError(f"instances_per_request must be at least 1, got {instances_per_request}")
-    endpoint = deployment.endpoint()
-    options = {"max_tokens": 128, "temperature": 1.0, "top_p": 1.0, "top_k": 1,
-               "raw_response": False, **sampling}
+    model = request_rules.deployment_model(deployment)
+    prompts = request_rules.check_prompts("prompts", prompts)
+    request_rules.check_concurrency(concurrency)
+    checks.whole("instances_per_request", instances_per_request, low=1,
+                 high=request_rules.MAX_PROMPTS, why="prompts sent in one request")
+    checks.flag("progress", progress)
+    unknown = sorted(set(sampling) - set(SAMPLING))
+    if unknown:
+        raise ConfigError(f"unknown sampling setting {unknown[0]!r} for predict_many; choose "
+                          f"from {', '.join(SAMPLING)}")
+    options = {**SAMPLING, **sampling}
     size = instances_per_request
     groups = [prompts[i:i + size] for i in range(0, len(prompts), size)]
-    bodies = [[build_instance(p, **options) for p in group] for group in groups]
+    bodies = [[build_instance(p, model=model, **options) for p in group] for group in groups]
     for instances in bodies:  # refuse before sending anything
         check_payload({"instances": instances})
+    endpoint = deployment.endpoint()
 
     def send(instances: list[dict[str, Any]]) -> tuple[list[str], None]:
         response = endpoint.predict(instances=instances)
@@ -174,11 +193,20 @@ def predict_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
 def chat_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
               progress: bool = True, max_tokens: int = 256, system: str = "") -> BatchReport:
     """Prompts through chat completions, streamed so time to first token is measured."""
+    from nbhelpers import checks, request_rules
+    from nbhelpers.images import check_payload
     from nbhelpers.openai_chat import build_messages, chat_client, check_request, stream_reply
 
+    model = request_rules.deployment_model(deployment)
+    check_request(model, [])  # the chat template first: no prompt can fix its absence
+    prompts = request_rules.check_prompts("prompts", prompts)
+    request_rules.check_concurrency(concurrency)
+    checks.flag("progress", progress)
+    request_rules.check_max_tokens(max_tokens, context=request_rules.context_of(model))
     messages_for = [build_messages(p, system=system) for p in prompts]
     for messages in messages_for:
-        check_request(deployment.model, messages)
+        check_request(model, messages)
+        check_payload({"messages": messages})
     api = chat_client(deployment, max_retries=0)  # retries are ours, with jitter
 
     def send(messages: list[dict[str, Any]]) -> tuple[str, float]:

@@ -8,8 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nbhelpers import catalog, images
+from nbhelpers import catalog, checks, images, request_rules
 from nbhelpers.errors import ConfigError
+
+MAX_RETRIES = 10  # of the openai client, each with its own backoff
 
 
 def base_url(endpoint: Any) -> str:
@@ -51,7 +53,9 @@ def chat_client(deployment: Any, *, credentials: Any = None, max_retries: int = 
     from google.cloud.aiplatform import initializer
 
     from nbhelpers.deployments import endpoint_of
-
+    request_rules.served_model(deployment, "deployment")
+    checks.whole("max_retries", max_retries, low=0, high=MAX_RETRIES,
+                 why="the openai client's own retries of each request")
     endpoint = endpoint_of(deployment)
     credentials = credentials or initializer.global_config.credentials
     return openai.OpenAI(base_url=base_url(endpoint), api_key=token_provider(credentials),
@@ -63,43 +67,15 @@ def build_messages(prompt: str | list[dict[str, Any]], *, system: str = "",
                    history: list[dict[str, Any]] | None = None,
                    image_format: str = "JPEG") -> list[dict[str, Any]]:
     """Messages for one turn: optional system prompt, earlier turns, then the user's text with
-    any images as data URLs (URLs and files are fetched and encoded here, not by the server)."""
-    if isinstance(prompt, list):
-        return prompt
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ConfigError(f"prompt must be non-empty text, got {prompt!r}")
-    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
-    messages += list(history or [])
-    if images_in:
-        parts: list[dict[str, Any]] = [
-            {"type": "image_url",
-             "image_url": {"url": images.to_data_url(image, image_format=image_format)}}
-            for image in images_in]
-        parts.append({"type": "text", "text": prompt})
-        messages.append({"role": "user", "content": parts})
-    else:
-        messages.append({"role": "user", "content": prompt})
-    return messages
+    any images as data URLs (URLs and files are fetched and encoded here, not by the server).
+    A list `prompt` is a whole conversation, sent as it is."""
+    return request_rules.messages(prompt, system=system, images_in=images_in, history=history,
+                                  image_format=image_format)
 
 
 def check_request(model: catalog.ModelSpec, messages: list[dict[str, Any]]) -> None:
     """Refuses, before the call, what vLLM would refuse after a round trip."""
-    if not model.has_chat_template:
-        raise ConfigError(
-            f"{model.name} is a base model without a chat template, so chat completions fail. "
-            f"Deploy {model.name.replace('-FP8', '')}-Instruct"
-            f"{'-FP8' if model.name.endswith('-FP8') else ''} for chat, or use "
-            "nbhelpers.predict() with a plain prompt."
-        )
-    count = sum(1 for m in messages if isinstance(m.get("content"), list)
-                for part in m["content"] if part.get("type") == "image_url")
-    allowed = 1 if model.modality == "vision" else 0
-    if count > allowed:
-        raise ConfigError(
-            f"this request carries {count} images but {model.name} accepts at most {allowed} "
-            "per request in vLLM" + (": ask about one image at a time" if allowed else
-                                     ": deploy a Llama 3.2 Vision model for images")
-        )
+    request_rules.check_chat(model, messages)
 
 
 def chat(
@@ -117,12 +93,23 @@ def chat(
     openai_client: Any = None,
 ) -> str:
     """One chat turn. With `stream`, prints tokens as they arrive (when `echo`); returns the
-    whole reply either way."""
+    whole reply either way. Every value is checked before the first call."""
+    model = request_rules.deployment_model(deployment)
+    check_request(model, [])  # the chat template, before any image is fetched
+    request_rules.check_max_tokens(max_tokens, context=request_rules.context_of(model))
+    request_rules.check_temperature(temperature)
+    checks.flag("stream", stream)
+    checks.flag("echo", echo)
+    if openai_client is not None and not hasattr(openai_client, "chat"):
+        raise ConfigError(f"openai_client must be an openai.OpenAI client (or None for one made "
+                          f"here), got {type(openai_client).__name__}")
+    if isinstance(images_in, list | tuple):
+        request_rules.image_count(model, len(images_in))
     messages = build_messages(prompt, system=system, images_in=images_in, history=history,
                               image_format=image_format)
-    check_request(deployment.model, messages)
-    api = openai_client or chat_client(deployment)
+    check_request(model, messages)
     images.check_payload({"messages": messages})
+    api = openai_client or chat_client(deployment)
     if not stream:
         reply = api.chat.completions.create(model="", messages=messages, max_tokens=max_tokens,
                                             temperature=temperature)
