@@ -105,9 +105,16 @@ def test_bad_input_fails_before_anything_is_created(session, env):
     assert aiplatform.Endpoint.list() == [] and aiplatform.Model.list() == []
 
 
-def test_failed_deployment_is_reported_and_cleaned(session, env):
+def test_failed_deployment_is_reported_and_cleaned(session, env, emulator):
+    import json
+    import urllib.request
+
     env.setenv("HF_TOKEN", FAKE_TOKEN)
-    plan = _plan(options=nbhelpers.VllmOptions(extra_args=("--max-num-seqs=lots",)))
+    plan = _plan()  # bad vLLM arguments are refused by the plan now: seed the failure instead
+    request = urllib.request.Request(f"{emulator.url}/emulator/fail-next-deploy",
+                                     json.dumps({"cause": "hf_auth"}).encode(),
+                                     {"Content-Type": "application/json"})
+    urllib.request.urlopen(request).close()
     with pytest.raises(DeploymentError, match="Model server exited unexpectedly") as failure:
         nbhelpers.deploy(session, plan)
     assert FAKE_TOKEN not in str(failure.value)

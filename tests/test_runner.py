@@ -53,18 +53,33 @@ def test_two_model_matrix(tmp_path):
 
 
 def test_failure_after_the_endpoint_exists_still_cleans_up(tmp_path):
-    report = run(RunConfig(NOTEBOOKS, tmp_path, run_id="bad", progress=False,
-                           only=("00", "01", "04"), parameters={"MAX_TOKENS": 0}))
+    import urllib.request
+
+    from nbhelpers import emulator as emulator_module
+
+    # Bad parameters stop the plan cell before anything exists, so the failure after the
+    # deployment is seeded: the emulator fails the first predict call.
+    emulator = emulator_module.start(state_file=tmp_path / "shared-emulator.json")
+    try:
+        urllib.request.urlopen(urllib.request.Request(
+            f"{emulator.url}/emulator/faults",
+            json.dumps({"status": 400, "count": 1, "message": "seeded predict failure"}).encode(),
+            {"Content-Type": "application/json"})).close()
+        report = run(RunConfig(NOTEBOOKS, tmp_path, run_id="bad", progress=False,
+                               only=("00", "01", "04"),
+                               environment={"NBHELPERS_EMULATOR_URL": emulator.url}))
+        state = emulator.vertex.state.data
+    finally:
+        emulator.stop()
     assert report.exit_code == 1
     failed = [r for r in report.runs if r.status == "failed"]
     assert [r.notebook for r in failed] == ["01_deploy_llama31_text.ipynb"]
-    assert "max_tokens must be a positive whole number" in failed[0].error
+    assert "seeded predict failure" in failed[0].error
     assert failed[0].cell is not None
     debug = [r for r in report.runs if r.notebook == "04_debugging.ipynb"]
     assert debug[0].ok  # diagnosis runs after a failure; the endpoint itself is healthy here
     assert report.runs[-1].notebook == "05_cleanup.ipynb" and report.runs[-1].ok
     assert report.runs[-1].results == {"deleted": 2}
-    state = _emulator_state(tmp_path / "bad")
     assert state["endpoints"] == {} and state["models"] == {}
     text = (tmp_path / "bad" / "report.md").read_text()
     assert "FAILED" in text and f"at cell {failed[0].cell}" in text
