@@ -104,7 +104,7 @@ def chat(
         raise ConfigError(f"openai_client must be an openai.OpenAI client (or None for one made "
                           f"here), got {type(openai_client).__name__}")
     if isinstance(images_in, list | tuple):
-        request_rules.image_count(model, len(images_in))
+        request_rules.image_count(model, len(images_in), name="images_in")
     messages = build_messages(prompt, system=system, images_in=images_in, history=history,
                               image_format=image_format)
     check_request(model, messages)

@@ -165,12 +165,12 @@ def conversation(name: str, value: Any, *, low: int) -> list[dict[str, Any]]:
     return turns
 
 
-def image_count(model: ModelSpec, count: int) -> None:
+def image_count(model: ModelSpec, count: int, *, name: str = "this request") -> None:
     """vLLM serves one image per request for Llama 3.2 Vision, none for text models."""
     allowed = 1 if model.modality == "vision" else 0
     if count > allowed:
         raise ConfigError(
-            f"this request carries {count} images but {model.name} accepts at most {allowed} "
+            f"{name} carries {count} images but {model.name} accepts at most {allowed} "
             "per request in vLLM" + (": ask about one image at a time" if allowed else
                                      ": deploy a Llama 3.2 Vision model for images"))
 
