@@ -12,6 +12,7 @@ runner: each is stopped when the runner leaves, and on Linux dies with it even w
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import functools
 import json
@@ -301,7 +302,7 @@ def list_parameters(notebooks_dir: Path) -> str:
     lines = []
     for name in NOTEBOOKS:
         lines.append(name)
-        for param in papermill.inspect_notebook(str(notebooks_dir / name)).values():
+        for param in papermill.inspect_notebook(str(Path(notebooks_dir) / name)).values():
             kind = param["inferred_type_name"]
             if kind in (None, "None"):
                 try:
@@ -634,12 +635,12 @@ class Runner:
         try:
             print(text, flush=True)
             return
+        except RuntimeError:  # reentrant: a signal handler interrupted a print to stdout
+            pass
         except (OSError, ValueError):
             self._detach_output()
-        try:
-            print(text, flush=True)
-        except (OSError, ValueError):
-            pass
+        with contextlib.suppress(OSError):
+            os.write(1, f"{text}\n".encode())
 
     def _detach_output(self) -> None:
         with self._output_lock:
@@ -660,8 +661,9 @@ class Runner:
         if self.stop.is_set() and not cleanup:
             run.status = "skipped"
             return
-        source = self.config.notebooks_dir / run.notebook
-        accepted = notebook_parameters(self.config.notebooks_dir)[run.notebook]
+        notebooks_dir = Path(self.config.notebooks_dir)
+        source = notebooks_dir / run.notebook
+        accepted = notebook_parameters(notebooks_dir)[run.notebook]
         # validate_config made sure every name is taken by some notebook of the run
         chosen = {k: v for k, v in run.parameters.items() if k in accepted}
         run.output.parent.mkdir(parents=True, exist_ok=True)
@@ -669,7 +671,7 @@ class Runner:
             json.dump(chosen, handle)  # JSON is YAML
         command = [sys.executable, "-m", "papermill", str(source), str(run.output),
                    "-f", handle.name, "--kernel", "python3",
-                   "--cwd", str(self.config.notebooks_dir), "--log-level", "WARNING",
+                   "--cwd", str(notebooks_dir), "--log-level", "WARNING",
                    "--progress-bar" if self.config.progress else "--no-progress-bar"]
         limit_s = self.config.cleanup_timeout_s if cleanup else self.config.timeout_s
         before = RunState(run.run_id, self.state_dir).get("results", {})
