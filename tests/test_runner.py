@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -107,33 +109,154 @@ def test_same_run_id_twice_creates_no_second_deployment(tmp_path):
         emulator.stop()
 
 
-def test_sigint_during_a_deploy_leaves_nothing_deployed(tmp_path):
-    env = {**os.environ, "NBHELPERS_EMULATOR_DEPLOY_SECONDS": "6", "PYTHONUNBUFFERED": "1"}
+# Longer than the ~30 s for which cleanup used to retry deletion before giving up: these tests
+# prove that cleanup waits for a deployment in progress to end, then deletes it.
+DEPLOY_SECONDS = 40
+TIMEOUT_S = 25  # a deploy starts some 10 s into 01 and runs DEPLOY_SECONDS: cut in mid-deploy
+
+
+def _start_runner(tmp_path: Path, run_id: str, *arguments: str,
+                  terminal: int | None = None) -> subprocess.Popen:
+    """`python -m nbhelpers run` in its own process against its own emulator, its output on a
+    pipe or, with `terminal` (a pty's slave), on that terminal as its controlling one."""
+    env = {**os.environ, "NBHELPERS_EMULATOR_DEPLOY_SECONDS": str(DEPLOY_SECONDS),
+           "PYTHONUNBUFFERED": "1"}
     env.pop("NBHELPERS_EMULATOR_URL", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nbhelpers", "run", "--only", "00", "--only", "01",
-         "--run-id", "sig", "--out", str(tmp_path), "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-    state_file = tmp_path / "sig" / "emulator-state.json"
+    command = [sys.executable, "-m", "nbhelpers", "run", *arguments, "--run-id", run_id,
+               "--out", str(tmp_path), "--no-progress"]
+    if terminal is None:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=env, cwd=ROOT)
+    import fcntl
+    import termios
+
+    return subprocess.Popen(command, stdin=terminal, stdout=terminal, stderr=terminal, env=env,
+                            cwd=ROOT, start_new_session=True,  # then take the pty as its tty:
+                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+
+
+def _wait_for_a_deploy_in_flight(state_file: Path, process: subprocess.Popen,
+                                 drain: int | None = None) -> None:
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until a deployment is in flight
+    while time.monotonic() < deadline:
+        while drain is not None and select.select([drain], [], [], 0)[0]:
+            os.read(drain, 65536)  # a full terminal would block the runner
         try:
             ops = json.loads(state_file.read_text())["operations"].values()
             if any(not op["done"] for op in ops):
-                break
+                return
         except (OSError, ValueError):
             pass
         time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail("no deployment started")
-    process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=180)
-    assert process.returncode == 130, output
-    assert "Received SIGINT" in output
-    state = json.loads(state_file.read_text())
+    process.kill()
+    pytest.fail("no deployment started")
+
+
+def _nothing_left(run_dir: Path, output: str) -> None:
+    state = _emulator_state(run_dir)
+    assert [op["done"] for op in state["operations"].values()
+            if op.get("metadata", {}).get("@type", "").endswith("DeployModelOperationMetadata")
+            ] == [True], output  # the deploy the stop cut short was waited for, not left running
     assert state["endpoints"] == {} and state["models"] == {}, output
-    assert "INTERRUPTED" in (tmp_path / "sig" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=lambda s: s.name)
+def test_a_signal_during_a_deploy_leaves_nothing_deployed(tmp_path, signum):
+    """SIGINT (Ctrl-C), SIGTERM (kill, a scheduler), SIGHUP (the terminal or SSH session
+    closes: here a real hang-up of the runner's terminal, whose writes then fail)."""
+    run_dir = tmp_path / "sig"
+    master = slave = None
+    if signum == signal.SIGHUP:
+        master, slave = os.openpty()
+    process = _start_runner(tmp_path, "sig", "--only", "00", "--only", "01", terminal=slave)
+    if slave is not None:
+        os.close(slave)
+    _wait_for_a_deploy_in_flight(run_dir / "emulator-state.json", process, drain=master)
+    if master is not None:
+        os.close(master)  # the terminal goes away: the kernel sends SIGHUP to the runner
+        assert process.wait(timeout=240) == 130
+        output = (run_dir / "runner.log").read_text()
+        assert "the terminal is gone" in output, output
+    else:
+        process.send_signal(signum)
+        output, _ = process.communicate(timeout=240)
+        assert process.returncode == 130, output
+    assert f"Received {signum.name}: stopping the running notebook, then cleaning up." in output
+    assert "05_cleanup.ipynb" in output and "notebooks passed" in output, output
+    _nothing_left(run_dir, output)
+    report = (run_dir / "report.md").read_text()
+    assert "INTERRUPTED" in report and "| 01_deploy_llama31_text.ipynb | interrupted |" in report
+    assert "| 05_cleanup.ipynb | passed |" in report, report
+
+
+def test_a_timeout_during_a_deploy_still_cleans_up(tmp_path):
+    """--timeout stops the deploy notebook mid-deploy; the cleanup notebook has a time limit of
+    its own (--cleanup-timeout), so it waits for that deployment to end and deletes it."""
+    run_dir = tmp_path / "slow"
+    process = _start_runner(tmp_path, "slow", "--only", "01", "--timeout", str(TIMEOUT_S))
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 1, output
+    _nothing_left(run_dir, output)
+    report = (run_dir / "report.md").read_text()
+    assert "TIMEOUT" in report and "| 01_deploy_llama31_text.ipynb | timeout |" in report
+    assert f"stopped after the {TIMEOUT_S}s notebook timeout" in report, report
+    assert "| 05_cleanup.ipynb | passed |" in report, report
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[1] == str(pid):
+                found.append(int(entry))
+        except (OSError, IndexError):
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie has ended; only its parent's wait is missing
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal")
+def test_children_die_with_a_runner_killed_hard(tmp_path):
+    """SIGKILL leaves the runner no time to clean up; its papermill (in a session of its own)
+    and that one's kernel must not live on without it, waiting on a deployment. The emulator
+    here is the test's, so the notebook would go on if nothing stopped it."""
+    from nbhelpers import emulator as emulator_module
+
+    emulator = emulator_module.start(state_file=tmp_path / "emulator.json", deploy_seconds=300)
+    script = ("from pathlib import Path; from nbhelpers.runner import RunConfig, run; "
+              f"run(RunConfig(Path({str(NOTEBOOKS)!r}), Path({str(tmp_path)!r}), "
+              "run_id='killed', only=('01',), keep=True, progress=False, "
+              f"environment={{'NBHELPERS_EMULATOR_URL': {emulator.url!r}}}))")
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    papermill: list[int] = []
+    kernels: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not any(not op["done"] for op in emulator.vertex.state.data["operations"].values()):
+            assert time.monotonic() < deadline and process.poll() is None, "no deploy started"
+            papermill = _children(process.pid) or papermill
+            kernels = [k for p in papermill for k in _children(p)] or kernels
+            time.sleep(0.2)
+        assert papermill and kernels and all(map(_alive, papermill + kernels))
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 30
+        while any(map(_alive, papermill + kernels)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in papermill + kernels if _alive(pid)]
+    finally:
+        process.kill()
+        for pid in papermill + kernels:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        emulator.stop()
 
 
 def test_runner_refuses_secrets_and_unknown_matrix_models(tmp_path):
