@@ -286,7 +286,8 @@ class Requests:
             self._check_one(model, self.prompt, max_model_len=max_model_len)
         if self.question is not None and model.modality == "vision":
             source = _image_source(self.image)
-            image = images.load_image(source) if source else images.sample_image()
+            image = images.sample_image() if source is None or source == "" \
+                else images.load_image(source)
             self._check_one(model, self.question, image=image, max_model_len=max_model_len)
 
     def _check_one(self, model: ModelSpec, text: str, *, image: Any = None,
@@ -313,7 +314,8 @@ class Requests:
                 (("prompt", self.prompt), ("question", self.question), ("system", self.system))
                 if value]
         if self.question is not None:
-            said.append("image" if self.image else "the drawn sample image")
+            said.append("the drawn sample image" if self.image is None or self.image == ""
+                        else "image")
         said.append(f"max_tokens {self.max_tokens}")
         if not self.chat:
             said.append(f"temperature {self.temperature:g}, top_p {self.top_p:g}, "
