@@ -112,14 +112,14 @@ def test_same_run_id_twice_creates_no_second_deployment(tmp_path):
 # Longer than the ~30 s for which cleanup used to retry deletion before giving up: these tests
 # prove that cleanup waits for a deployment in progress to end, then deletes it.
 DEPLOY_SECONDS = 40
-TIMEOUT_S = 25  # a deploy starts some 10 s into 01 and runs DEPLOY_SECONDS: cut in mid-deploy
+TIMEOUT_S = 20  # the deploy starts some 6-10 s into 01: --timeout cuts it short
 
 
-def _start_runner(tmp_path: Path, run_id: str, *arguments: str,
-                  terminal: int | None = None) -> subprocess.Popen:
+def _start_runner(tmp_path: Path, run_id: str, *arguments: str, terminal: int | None = None,
+                  deploy_seconds: float = DEPLOY_SECONDS) -> subprocess.Popen:
     """`python -m nbhelpers run` in its own process against its own emulator, its output on a
     pipe or, with `terminal` (a pty's slave), on that terminal as its controlling one."""
-    env = {**os.environ, "NBHELPERS_EMULATOR_DEPLOY_SECONDS": str(DEPLOY_SECONDS),
+    env = {**os.environ, "NBHELPERS_EMULATOR_DEPLOY_SECONDS": str(deploy_seconds),
            "PYTHONUNBUFFERED": "1"}
     env.pop("NBHELPERS_EMULATOR_URL", None)
     command = [sys.executable, "-m", "nbhelpers", "run", *arguments, "--run-id", run_id,
@@ -192,9 +192,11 @@ def test_a_signal_during_a_deploy_leaves_nothing_deployed(tmp_path, signum):
 
 def test_a_timeout_during_a_deploy_still_cleans_up(tmp_path):
     """--timeout stops the deploy notebook mid-deploy; the cleanup notebook has a time limit of
-    its own (--cleanup-timeout), so it waits for that deployment to end and deletes it."""
+    its own (--cleanup-timeout), so it waits for that deployment to end and deletes it. The
+    deploy outlasts the cut by more than DEPLOY_SECONDS, however soon after 01 began it did."""
     run_dir = tmp_path / "slow"
-    process = _start_runner(tmp_path, "slow", "--only", "01", "--timeout", str(TIMEOUT_S))
+    process = _start_runner(tmp_path, "slow", "--only", "01", "--timeout", str(TIMEOUT_S),
+                            deploy_seconds=TIMEOUT_S + DEPLOY_SECONDS)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 1, output
     _nothing_left(run_dir, output)
