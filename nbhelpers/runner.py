@@ -391,8 +391,9 @@ def _check_notebook_patterns(option: str, values: Any) -> None:
             raise ConfigError(f"{option} {shown(value)} matches no notebook{hint}; give a name "
                               f"or the start of one: {choices(NOTEBOOKS)}")
         if option == "--skip" and matched == [CLEANUP]:
-            raise ConfigError(f"--skip {value!r} names only the cleanup notebook, which always "
-                              "runs; --keep keeps the run's resources (billed until deleted)")
+            raise ConfigError(f"--skip {shown(value)} names only the cleanup notebook, which "
+                              "always runs; --keep keeps the run's resources (billed until "
+                              "deleted)")
 
 
 def _check_run_id(run_id: Any) -> None:
