@@ -9,6 +9,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbhelpers import checks
 from nbhelpers.errors import ConfigError, choices
 from nbhelpers.hardware import Hardware
 
@@ -94,10 +95,19 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+FAMILIES = ("llama3.1", "llama3.2")
+MODALITIES = ("text", "vision")
+
+
 def models(family: str | None = None, modality: str | None = None,
            instruct_only: bool = False) -> list[ModelSpec]:
     """Catalog entries, optionally one family ("llama3.1"/"llama3.2"), one modality, or only
     the Instruct models (the ones with a chat template)."""
+    if family is not None:
+        checks.one_of("family", family, FAMILIES)
+    if modality is not None:
+        checks.one_of("modality", modality, MODALITIES)
+    checks.flag("instruct_only", instruct_only)
     return [
         m for m in MODELS.values()
         if (family is None or m.family == family) and (modality is None or m.modality == modality)
@@ -107,6 +117,7 @@ def models(family: str | None = None, modality: str | None = None,
 
 def get_model(name: str, family: str | None = None, *, instruct_only: bool = False) -> ModelSpec:
     """Looks a model up by picker name or Hugging Face id; the error lists the valid choices."""
+    checks.text("model name", name)
     pool = {m.name: m for m in models(family, instruct_only=instruct_only)}
     by_id = {m.hf_id: m for m in pool.values()}
     found = pool.get(name) or by_id.get(name)

@@ -26,9 +26,11 @@ from nbhelpers.container import (
 )
 from nbhelpers.errors import ConfigError, DeploymentError
 from nbhelpers.hardware import Hardware
-from nbhelpers.releases import DEFAULT_TAG, image_uri
+from nbhelpers.releases import DEFAULT_TAG, DEPLOYMENT_TIMEOUT_S, image_uri
 from nbhelpers.request_rules import Requests
 from nbhelpers.settings import LABEL_MODEL
+
+MAX_DEPLOY_WAIT_S = 24 * 3600  # a bound on deploy's timeout_s: far past any real deployment
 
 
 @dataclass(kw_only=True)
@@ -334,11 +336,16 @@ def _check_quota(session: Session, hardware: Hardware) -> None:
         print(f"Could not read the serving quota ({err.message}); deploying anyway.")
 
 
-def deploy(session: Session, plan: DeploymentPlan, *, timeout_s: int = 7200) -> Deployment:
+def deploy(session: Session, plan: DeploymentPlan, *,
+           timeout_s: int = DEPLOYMENT_TIMEOUT_S) -> Deployment:
     """Creates endpoint and model (both labelled) and deploys, or reuses the run's deployment:
     one per run and model, whatever happened to earlier kernels. A deployment still in progress
     (a kernel died while waiting for it, or another kernel runs it now) is waited for, then
     used, instead of paying for a second one."""
+    if not isinstance(plan, DeploymentPlan):
+        raise ConfigError(f"plan must be what plan_deployment() returns, got "
+                          f"{shown(plan)} ({type(plan).__name__})")
+    checks.whole("timeout_s", timeout_s, low=1, high=MAX_DEPLOY_WAIT_S)
     key = plan.model.slug
     with _deploy_turn(session, key, timeout_s=timeout_s):
         endpoint = _run_endpoint(session, key)
@@ -431,8 +438,10 @@ def reconnect(session: Session, endpoint_id: str) -> Deployment:
     from google.api_core import exceptions
     from google.cloud import aiplatform
 
-    if not endpoint_id.strip():
-        raise ConfigError("endpoint_id is empty: give the endpoint's number or resource name")
+    if not isinstance(endpoint_id, str) or not endpoint_id.strip():
+        raise ConfigError(f"endpoint_id is empty or not text ({shown(endpoint_id)}): give "
+                          "the endpoint's number or resource name")
+    checks.text("endpoint_id", endpoint_id)
     try:
         endpoint = aiplatform.Endpoint(endpoint_id.strip())
         deployed = list(endpoint.gca_resource.deployed_models)

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbhelpers import checks
+
 KINDS = ("oom", "max_model_len", "hf_auth", "chat_template", "quota", "timeout",
          "unsupported_model", "bad_request", "other")
 
@@ -175,6 +177,10 @@ def _suggest(kind: str, details: dict[str, Any]) -> dict[str, Any]:
 
 def diagnose_text(text: str, *, max_evidence: int = 3) -> Diagnosis:
     """Classifies log or error text; the evidence is the lines that matched the root cause."""
+    # Error text may quote a token: it is read, never echoed by a refusal, and evidence is
+    # redacted where it is shown (diagnose_endpoint, the debugging notebook).
+    checks.text("text", "" if text is None else text, empty_ok=True, secret_ok=True)
+    checks.whole("max_evidence", max_evidence, low=1, high=100)
     lines = [line.rstrip() for line in (text or "").splitlines() if line.strip()]
     for rule in RULES:
         compiled = [re.compile(p) for p in rule.patterns]

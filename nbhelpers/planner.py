@@ -14,9 +14,11 @@ case. `python -m pytest tests/test_planner.py -s` prints accuracy on all the col
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from nbhelpers import checks
 from nbhelpers.catalog import get_model
 from nbhelpers.errors import ConfigError, choices
 from nbhelpers.hardware import ACCELERATORS, machine_for, resolve_accelerator
@@ -47,6 +49,9 @@ NON_TORCH_GIB = {1: 0.5, "parallel": 1.5}
 DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4,
                "fp8": 2}  # fp8: 1-byte weights (--quantization=fp8), activations stay 16-bit
 VERDICTS = ("ok", "oom", "max_model_len")
+MAX_TOKENS = 10_000_000  # a bound for token counts far past any model's context: catches typos
+VERSION_RE = re.compile(r"[0-9]+\.[0-9]+(\.[0-9]+)?(\.?(post|dev|rc)[0-9]+)?(\+[A-Za-z0-9.]+)?")
+MAX_SEQUENCES = 65_536  # likewise for max_num_seqs (vLLM's default is 256)
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -427,6 +432,13 @@ def plan_memory(
     """Predicts whether vLLM starts `model` (a catalog name) or `config` (a config.json dict)
     on `accelerator_count` GPUs, and how many KV-cache tokens it gets; raises ConfigError on
     bad input. See the module docstring for what is modelled."""
+    _check_kinds(model=model, config=config, accelerator=accelerator,
+                 gpu_memory_gib=gpu_memory_gib, accelerator_count=accelerator_count, dtype=dtype,
+                 gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                 max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+                 enforce_eager=enforce_eager, vllm_version=vllm_version,
+                 kv_cache_dtype=kv_cache_dtype, swap_space_gib=swap_space_gib,
+                 suggest_fixes=suggest_fixes)
     if (model is None) == (config is None):
         raise ConfigError("give either model (a catalog name) or config (a config.json dict)")
     arch = architecture(model) if model is not None else Architecture.from_config(config or {})
@@ -521,6 +533,35 @@ def plan_memory(
     if verdict != "ok" and suggest_fixes:
         result = replace(result, fixes=tuple(_fixes(arch, inputs)))
     return result
+
+
+def _check_kinds(**values: Any) -> None:
+    """Each input's kind (text, a finite number, a whole number, a flag) before it is used, so
+    a wrong kind is named instead of failing deep inside; ranges are checked in _check_inputs."""
+    for name in ("model", "accelerator", "vllm_version", "dtype", "kv_cache_dtype"):
+        if values[name] is not None or name in ("dtype", "kv_cache_dtype"):
+            checks.text(name, values[name], empty_ok=name == "accelerator")
+    if values["vllm_version"] is not None and not VERSION_RE.fullmatch(values["vllm_version"]):
+        raise ConfigError(f"vllm_version must be a vLLM release such as 0.9.2 or 0.6.4.post1, got "
+                          f"{checks.shown(values['vllm_version'])}")
+    if values["config"] is not None and not isinstance(values["config"], dict):
+        raise ConfigError(f"config must be a config.json dict, got "
+                          f"{checks.shown(values['config'])}")
+    if values["gpu_memory_gib"] is not None:
+        checks.number("gpu_memory_gib", values["gpu_memory_gib"], low=0, low_open=True)
+    for name in ("gpu_memory_utilization", "swap_space_gib"):
+        checks.number(name, values[name], low=-math.inf)  # finite; the range comes later
+    checks.whole("accelerator_count", values["accelerator_count"], low=1, high=8,
+                 why="GPUs of one machine")
+    checks.whole("max_model_len", values["max_model_len"], low=1, high=MAX_TOKENS)
+    checks.whole("max_num_seqs", values["max_num_seqs"], low=1, high=MAX_SEQUENCES)
+    if values["max_num_batched_tokens"] is not None:
+        checks.whole("max_num_batched_tokens", values["max_num_batched_tokens"], low=1,
+                     high=MAX_TOKENS)
+    for name in ("enforce_eager", "suggest_fixes"):
+        checks.flag(name, values[name])
+    if values["swap_space_gib"] < 0:
+        raise ConfigError(f"swap_space_gib must be at least 0, got {values['swap_space_gib']}")
 
 
 def _check_inputs(arch: Architecture, *, tp: int, dtype: str, kv_cache_dtype: str, util: float,

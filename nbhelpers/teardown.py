@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbhelpers import checks
 from nbhelpers.connection import Session
-from nbhelpers.deployments import wait_for_deploys
+from nbhelpers.deployments import MAX_DEPLOY_WAIT_S, wait_for_deploys
 from nbhelpers.releases import DEPLOYMENT_TIMEOUT_S
 from nbhelpers.settings import LABEL_OWNER, LABEL_RUN, LABEL_SUITE, SUITE, is_expired
 from nbhelpers.validate import label_value
@@ -54,6 +55,8 @@ def find_resources(session: Session, *, whole_owner: bool = False,
                    include_files: bool = False) -> Inventory:
     """This run's labelled endpoints and models (or all of this owner's runs), and with
     `include_files` the files under its folder of the staging bucket."""
+    checks.flag("whole_owner", whole_owner)
+    checks.flag("include_files", include_files)
     settings = session.settings
     inventory = _labelled(settings.label_filter(whole_owner=whole_owner),
                           lambda labels: _ours(labels, session, whole_owner))
@@ -98,6 +101,10 @@ def cleanup(session: Session, *, dry_run: bool = True, whole_owner: bool = False
     files may be in it. With dry_run, only lists what would go. A deployment still in
     progress cannot be deleted: cleanup waits for it to end (up to `wait_s`, the container's
     deployment timeout by default), then deletes it, rather than leave it to bill."""
+    # A flag that merely looks false (0, "", None) must not delete for real.
+    checks.flag("dry_run", dry_run)
+    checks.flag("delete_files", delete_files)
+    checks.number("wait_s", wait_s, low=0, high=MAX_DEPLOY_WAIT_S)
     inventory = find_resources(session, whole_owner=whole_owner, include_files=delete_files)
     _list_then_delete(inventory, "resource(s)", dry_run=dry_run, wait_s=wait_s)
     if dry_run:
@@ -114,6 +121,8 @@ def cleanup_expired(session: Session, *, dry_run: bool = True, now: float | None
     """Deletes the suite's endpoints and models, of any owner, whose expiry label has passed:
     what a killed machine or an interrupted run left behind. Nothing without the suite's label
     and a past expiry is touched."""
+    checks.flag("dry_run", dry_run)
+    checks.number("wait_s", wait_s, low=0, high=MAX_DEPLOY_WAIT_S)
     inventory = _labelled(f"labels.{LABEL_SUITE}={SUITE}",
                           lambda labels: labels.get(LABEL_SUITE) == SUITE
                           and is_expired(labels, now))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbhelpers import catalog
+from nbhelpers import catalog, checks
+from nbhelpers.errors import ConfigError, choices
 
 
 def model_picker(default: str, *, family: str | None = None, modality: str | None = None,
@@ -13,8 +14,15 @@ def model_picker(default: str, *, family: str | None = None, modality: str | Non
     valid choices. Read `.value` in the next cell: changing the choice needs that cell re-run."""
     import ipywidgets
 
-    chosen = catalog.get_model(default, family, instruct_only=instruct_only)
     options = [m.name for m in catalog.models(family, modality, instruct_only)]
+    checks.text("default", default)
+    try:
+        chosen = catalog.get_model(default, family, instruct_only=instruct_only)
+    except ConfigError as err:
+        raise ConfigError(f"default: {err}") from None
+    if chosen.name not in options:
+        raise ConfigError(f"default {chosen.name!r} is not among the models picked here; choose "
+                          f"one of {choices(options)}")
     return ipywidgets.Dropdown(
         options=options, value=chosen.name, description="Model",
         style={"description_width": "initial"}, layout=ipywidgets.Layout(width="max-content"),
