@@ -34,7 +34,7 @@ _LABEL_HASH_HEX = 8  # hex digits of sha256 kept when a value must be folded
 
 def project_id(value: str) -> str:
     value = (value or "").strip()
-    if not _PROJECT_RE.match(value):
+    if not _PROJECT_RE.fullmatch(value):
         raise ConfigError(
             f"invalid project id {value!r}: a project id has 6-30 characters, lowercase letters, "
             "digits and hyphens, starts with a letter and does not end with a hyphen "
@@ -60,7 +60,7 @@ def bucket_name(value: str) -> str:
     limit = 222 if "." in name else 63
     if not 3 <= len(name) <= limit:
         problem = f"it must have 3-{limit} characters"
-    elif any(not _BUCKET_PART_RE.match(part) or len(part) > 63 for part in name.split(".")):
+    elif any(not _BUCKET_PART_RE.fullmatch(part) or len(part) > 63 for part in name.split(".")):
         problem = (
             "it may hold only lowercase letters, digits, '-', '_' and '.', and must start and "
             "end with a letter or digit"
@@ -105,7 +105,7 @@ def label_value(text: str) -> str:
     sha256 of the original, so two different originals never share a label (cleanup finds
     resources by these labels: a shared one would delete another person's or run's)."""
     text = text or ""
-    if _LABEL_VALUE_RE.match(text):
+    if _LABEL_VALUE_RE.fullmatch(text):
         return text
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_LABEL_HASH_HEX]
     folded = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-")
@@ -116,7 +116,7 @@ def label_value(text: str) -> str:
 def run_id(value: str) -> str:
     """Run ids label every resource of a run, so they are refused rather than folded: a folded
     id could name another run's resources."""
-    if not isinstance(value, str) or not _RUN_ID_RE.match(value):
+    if not isinstance(value, str) or not _RUN_ID_RE.fullmatch(value):
         raise ConfigError(
             f"invalid run id {value!r}: a run id has 1-63 characters, lowercase letters, digits, "
             "'-' and '_', and starts with a letter or digit (e.g. 'run-7'); leave it empty for "
@@ -129,12 +129,12 @@ def labels(mapping: dict[str, str]) -> dict[str, str]:
     if len(mapping) > MAX_LABELS:
         raise ConfigError(f"{len(mapping)} labels given; a resource holds at most {MAX_LABELS}")
     for key, value in mapping.items():
-        if not _LABEL_KEY_RE.match(key):
+        if not _LABEL_KEY_RE.fullmatch(key):
             raise ConfigError(
                 f"invalid label key {key!r}: 1-63 lowercase letters, digits, '_' or '-', "
                 "starting with a letter"
             )
-        if not _LABEL_VALUE_RE.match(value):
+        if not _LABEL_VALUE_RE.fullmatch(value):
             raise ConfigError(
                 f"invalid label value {value!r} for {key!r}: at most 63 lowercase letters, "
                 "digits, '_' or '-'"
