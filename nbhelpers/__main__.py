@@ -34,23 +34,23 @@ def _emulator(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     """Runs the notebooks; exit status 0 when all passed, 1 when not, 130 when stopped by a
     signal, 2 on bad input (refused before anything starts)."""
-    from nbhelpers import runner
+    from nbhelpers import run_config, runner
     from nbhelpers.errors import ConfigError
 
     notebooks_dir = Path(args.notebooks)
     try:
         if args.list:
-            print(runner.list_parameters(notebooks_dir))
+            print(run_config.list_parameters(notebooks_dir))
             return 0
         parameters: dict[str, Any] = {}
         matrix: list[dict[str, Any]] = []
         if args.parameters_file:
-            parameters, matrix = runner.parse_parameter_file(Path(args.parameters_file))
+            parameters, matrix = run_config.parse_parameter_file(Path(args.parameters_file))
         for name, value in args.parameter or []:
-            parameters[name] = runner.parse_cli_value(notebooks_dir, name, value)
+            parameters[name] = run_config.parse_cli_value(notebooks_dir, name, value)
         limits = {} if args.cleanup_timeout is None else {
             "cleanup_timeout_s": args.cleanup_timeout}
-        config = runner.RunConfig(
+        config = run_config.RunConfig(
             notebooks_dir=notebooks_dir, out_dir=Path(args.out), run_id=args.run_id,
             parameters=parameters, matrix=matrix, backend=args.backend,
             only=tuple(args.only or ()), skip=tuple(args.skip or ()), keep=args.keep,

@@ -13,7 +13,8 @@ import pytest
 import nbhelpers
 from nbhelpers.diagnose import KINDS, diagnose_text
 from nbhelpers.errors import DeploymentError
-from nbhelpers.runner import RunConfig, run
+from nbhelpers.run_config import RunConfig
+from nbhelpers.runner import run
 from tests.conftest import FAKE_TOKEN
 
 DATA = Path(__file__).parent / "data" / "error_excerpts.json"

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from nbhelpers.runner import NOTEBOOKS as SUITE
-from nbhelpers.runner import RunConfig, run
+from nbhelpers.run_config import NOTEBOOKS as SUITE
+from nbhelpers.run_config import RunConfig
+from nbhelpers.runner import run
 from tests.conftest import FAKE_TOKEN
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"

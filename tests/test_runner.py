@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from nbhelpers.errors import ConfigError
-from nbhelpers.runner import RunConfig, parse_parameter_file, run
+from nbhelpers.run_config import RunConfig, parse_parameter_file
+from nbhelpers.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -232,7 +233,8 @@ def test_children_die_with_a_runner_killed_hard(tmp_path):
     from nbhelpers import emulator as emulator_module
 
     emulator = emulator_module.start(state_file=tmp_path / "emulator.json", deploy_seconds=300)
-    script = ("from pathlib import Path; from nbhelpers.runner import RunConfig, run; "
+    script = ("from pathlib import Path; from nbhelpers.run_config import RunConfig; "
+              "from nbhelpers.runner import run; "
               f"run(RunConfig(Path({str(NOTEBOOKS)!r}), Path({str(tmp_path)!r}), "
               "run_id='killed', only=('01',), keep=True, progress=False, "
               f"environment={{'NBHELPERS_EMULATOR_URL': {emulator.url!r}}}))")

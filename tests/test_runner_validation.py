@@ -23,10 +23,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nbhelpers import catalog, runner, tokens
+from nbhelpers import catalog, run_config, runner, tokens
 from nbhelpers.__main__ import main
+from nbhelpers.checks import shown
 from nbhelpers.errors import ConfigError
-from nbhelpers.runner import (
+from nbhelpers.run_config import (
     BACKENDS,
     CLEANUP,
     MAX_PARALLEL,
@@ -37,10 +38,9 @@ from nbhelpers.runner import (
     parse_cli_value,
     parse_parameter_file,
     planned_notebooks,
-    run,
-    shown,
     validate_config,
 )
+from nbhelpers.runner import run
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -53,7 +53,7 @@ MODELS = [m.name for m in catalog.models()]
 PREFIXES = sorted({name[:n] for name in NOTEBOOKS for n in range(1, len(name) + 1)})
 CLEANUP_ONLY = [p for p in PREFIXES if [n for n in NOTEBOOKS if n.startswith(p)] == [CLEANUP]]
 # run ids: lowercase, as labels are; short enough for a matrix entry's "<run id>-<model>"
-GOOD_RUN_ID = re.compile(rf"[a-z0-9][a-z0-9_-]{{0,{runner.MAX_RUN_ID - 1}}}")
+GOOD_RUN_ID = re.compile(rf"[a-z0-9][a-z0-9_-]{{0,{run_config.MAX_RUN_ID - 1}}}")
 EXAMPLES: collections.Counter[str] = collections.Counter()
 PROPERTY = settings(max_examples=300, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -138,7 +138,7 @@ OPTIONS: dict[str, tuple[str, st.SearchStrategy[Any]]] = {
     "keep": ("--keep", anything_but(True, False)),
     "run_id": ("--run-id", st.one_of(
         st.text(max_size=40).filter(lambda s: s and not GOOD_RUN_ID.fullmatch(s)),
-        st.text(alphabet="abc123-", min_size=runner.MAX_RUN_ID + 1, max_size=2000),
+        st.text(alphabet="abc123-", min_size=run_config.MAX_RUN_ID + 1, max_size=2000),
         st.integers(), st.none(), st.lists(st.text(max_size=3), max_size=2))),
 }
 
