@@ -156,7 +156,7 @@ def plan_deployment(
     Hugging Face token is read last (an interactive run asks for it), and only when the
     weights come from Hugging Face."""
     if family is not None:
-        checks.one_of("family", family, sorted({m.family for m in catalog.models()}))
+        checks.one_of("family", family, catalog.FAMILIES)
     if not isinstance(model, ModelSpec):
         checks.text("model", model)
     spec = model if isinstance(model, ModelSpec) else catalog.get_model(model, family)
