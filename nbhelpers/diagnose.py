@@ -9,10 +9,12 @@ gated repository, not the "model server exited" that follows it.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from nbhelpers import checks
+from nbhelpers.limits import LOG_RETENTION_DAYS
 
 KINDS = ("oom", "max_model_len", "hf_auth", "chat_template", "quota", "timeout",
          "unsupported_model", "bad_request", "other")
@@ -246,8 +248,12 @@ def recent_logs(session: Any, endpoint_id: str, *, limit: int = 50) -> list[str]
     client = cloud_logging.Client(project=session.settings.project,
                                   credentials=session.credentials, _use_grpc=False,
                                   client_options=session.client_options())
+    # An explicit window: without one the SDK reads only the last 24 hours, and a deployment
+    # that failed yesterday would show no lines at all.
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                          time.gmtime(time.time() - LOG_RETENTION_DAYS * 86400))
     query = (f'resource.type="aiplatform.googleapis.com/Endpoint" AND '
-             f'resource.labels.endpoint_id="{endpoint_id}"')
+             f'resource.labels.endpoint_id="{endpoint_id}" AND timestamp>="{since}"')
     entries = client.list_entries(filter_=query, order_by=cloud_logging.DESCENDING,
                                   max_results=limit)
     lines = []

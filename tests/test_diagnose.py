@@ -150,3 +150,24 @@ def test_pasted_error_text(tmp_path, emulator):
                                        "exceed quota limits: aiplatform.googleapis.com/"
                                        "custom_model_serving_nvidia_h100_gpus"}))
     assert report.runs[0].ok and report.runs[0].results == {"diagnosis": "quota"}
+
+
+def test_the_logs_of_a_deployment_that_failed_days_ago_are_read(session, emulator):
+    """Cloud Logging's SDK reads only the last day unless the filter names a time; the
+    emulator keeps that rule, and diagnosis asks for the whole retention window."""
+    from google.cloud import aiplatform
+    from google.cloud import logging as cloud_logging
+
+    endpoint = aiplatform.Endpoint.create(display_name="old", labels=session.settings.labels())
+    emulator.vertex.logging.log(endpoint.resource_name, [
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"])
+    for entry in emulator.vertex.state.data["logs"][endpoint.resource_name]:
+        entry["t"] -= 2 * 86400  # two days ago
+    client = cloud_logging.Client(project=session.settings.project,
+                                  credentials=session.credentials, _use_grpc=False,
+                                  client_options=session.client_options())
+    by_default = client.list_entries(filter_=f'resource.labels.endpoint_id="{endpoint.name}"')
+    assert list(by_default) == []  # the SDK's own one-day window, as on Google
+    report = nbhelpers.diagnose_endpoint(session, endpoint.name)
+    assert report.diagnosis.kind == "oom", report.diagnosis
+    assert any("CUDA out of memory" in line for line in report.log_lines)

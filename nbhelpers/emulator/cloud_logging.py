@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime
 from typing import Any
 
-from nbhelpers.emulator.common import Route, State, now
+from nbhelpers.emulator.common import ApiError, Route, State, now
+
+_COMPARE = {">=": float.__ge__, "<=": float.__le__, ">": float.__gt__, "<": float.__lt__}
+
+
+def _seconds(stamp: str) -> float:
+    """An RFC 3339 time of a filter, as seconds since the epoch."""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ApiError(400, f"Invalid timestamp in filter: {stamp!r}") from None
 
 
 class CloudLogging:
@@ -36,11 +47,17 @@ class CloudLogging:
         return [entry["text"] for _, entry in self._entries(eid)]
 
     def list_entries(self, body: dict[str, Any], **_: Any) -> dict[str, Any]:
-        """Cloud Logging entries:list for the endpoint the filter names."""
-        match = re.search(r'resource\.labels\.endpoint_id\s*=\s*"?(\d+)"?', body.get("filter", ""))
+        """Cloud Logging entries:list for the endpoint the filter names, within the filter's
+        `timestamp` bounds (the SDK adds `timestamp>=` a day ago when a filter has none)."""
+        text = body.get("filter", "")
+        match = re.search(r'resource\.labels\.endpoint_id\s*=\s*"?(\d+)"?', text)
         if not match:
             return {}
-        found = sorted(self._entries(match.group(1)), key=lambda item: item[1]["t"],
+        bounds = [(op, _seconds(value)) for op, value in
+                  re.findall(r'timestamp\s*(>=|<=|>|<)\s*"([^"]+)"', text)]
+        kept = [item for item in self._entries(match.group(1))
+                if all(_COMPARE[op](item[1]["t"], limit) for op, limit in bounds)]
+        found = sorted(kept, key=lambda item: item[1]["t"],
                        reverse="desc" in str(body.get("orderBy", "")).lower())
         found = found[:int(body.get("pageSize") or 1000)]
         entries = []
