@@ -65,6 +65,8 @@ class ParameterSpec:
     name: str
     default: str  # the default's source text
     kind: type | None  # the default's type (bool, int, float, str); None when not a literal
+    type_name: str  # the type `--list` shows: papermill's reading, else the default's
+    help: str  # the `# @param` comment, as papermill reads it
 
     def refusal(self, value: Any) -> str | None:
         """Why `value` does not fit this parameter, or None when it does."""
@@ -103,6 +105,16 @@ def _is_text(value: str) -> bool:
         return False
 
 
+def _type_name(param: dict[str, Any]) -> str:
+    """The type papermill infers (an annotation), else the default's type, else '?'."""
+    if param["inferred_type_name"] not in (None, "None"):
+        return str(param["inferred_type_name"])
+    try:
+        return type(ast.literal_eval(param["default"])).__name__
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return "?"
+
+
 def _literal_kind(source: str) -> type | None:
     try:
         kind = type(ast.literal_eval(source))
@@ -138,7 +150,8 @@ def notebook_parameters(notebooks_dir: Path) -> dict[str, dict[str, ParameterSpe
                 raise ConfigError(f"cannot read the parameters of {path}: {err}") from err
             specs[path.name] = {
                 name: ParameterSpec(notebook=path.name, name=name, default=param["default"],
-                                    kind=_literal_kind(param["default"]))
+                                    kind=_literal_kind(param["default"]),
+                                    type_name=_type_name(param), help=param["help"])
                 for name, param in inspected.items()}
         _inspected[key] = specs
     return _inspected[key]
@@ -229,21 +242,11 @@ def check_parameters(parameters: Mapping[Any, Any]) -> None:
 
 def list_parameters(notebooks_dir: Path) -> str:
     """Each notebook's parameters with their types, defaults and help (papermill's reading)."""
-    import papermill
-
-    notebook_parameters(notebooks_dir)  # a missing notebook is a ConfigError, not a traceback
     lines = []
-    for name in NOTEBOOKS:
+    for name, specs in notebook_parameters(notebooks_dir).items():
         lines.append(name)
-        for param in papermill.inspect_notebook(str(Path(notebooks_dir) / name)).values():
-            kind = param["inferred_type_name"]
-            if kind in (None, "None"):
-                try:
-                    kind = type(ast.literal_eval(param["default"])).__name__
-                except (ValueError, SyntaxError):
-                    kind = "?"
-            lines.append(f"  {param['name']}: {kind} (default {param['default']})  "
-                         f"{param['help']}".rstrip())
+        lines += [f"  {spec.name}: {spec.type_name} (default {spec.default})  {spec.help}".rstrip()
+                  for spec in specs.values()]
     return "\n".join(lines)
 
 
