@@ -6,7 +6,10 @@ setup notebook is safe.
 
 from __future__ import annotations
 
+import random
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from nbhelpers.connection import Session
 from nbhelpers.errors import ConfigError
@@ -17,6 +20,9 @@ REQUIRED_APIS = ("aiplatform.googleapis.com", "compute.googleapis.com",
 BUCKET_ROLES = ("roles/storage.admin",)
 PROJECT_ROLES = ("roles/storage.admin", "roles/aiplatform.user")
 ENABLED = 2  # google.api.serviceusage.v1.State.ENABLED
+IAM_POLICY_VERSION = 3  # the only version that shows (and keeps) conditional bindings
+IAM_ATTEMPTS = 5  # read-modify-write rounds before giving up on a busy policy
+IAM_BACKOFF_S = 0.5
 
 
 @dataclass(kw_only=True)
@@ -89,7 +95,8 @@ def grant_roles(session: Session, service_account: str, report: SetupReport) -> 
     policy = bucket.get_iam_policy(requested_policy_version=3)
     changed = False
     for role in BUCKET_ROLES:
-        binding = next((b for b in policy.bindings if b["role"] == role), None)
+        binding = next((b for b in policy.bindings
+                        if b["role"] == role and not b.get("condition")), None)
         if binding is None:
             policy.bindings.append({"role": role, "members": {member}})
         elif member not in binding["members"]:
@@ -101,24 +108,60 @@ def grant_roles(session: Session, service_account: str, report: SetupReport) -> 
     if changed:
         bucket.set_iam_policy(policy)
 
+    granted = grant_project_roles(session, member)
+    report.granted += [f"{role} on projects/{session.settings.project}" for role in granted]
+
+
+def _unconditional(binding: Any) -> bool:
+    """A binding without a condition: a conditional one with the same role is someone else's
+    rule and must stay as it is, so our member never goes into it."""
+    return not binding.HasField("condition")
+
+
+def grant_project_roles(session: Session, member: str) -> list[str]:
+    """Gives `member` the tutorial's project roles, touching only those bindings.
+
+    The policy is read and written at version 3, so others' conditional bindings come back
+    whole (a version-1 read shows them as `ROLE_withcond_HASH` without their condition, and a
+    write of that would fail or drop them). The write carries the read's etag; when another
+    administrator wrote in between, Google answers 409 ABORTED and the whole read-modify-write
+    is repeated, a bounded number of times with backoff. Returns the roles granted now."""
+    from google.api_core import exceptions
     from google.cloud import resourcemanager_v3
 
     client = session.rest_client(resourcemanager_v3.ProjectsClient)
     resource = f"projects/{session.settings.project}"
-    project_policy = client.get_iam_policy(request={"resource": resource})
-    missing = []
-    for role in PROJECT_ROLES:
-        binding = next((b for b in project_policy.bindings if b.role == role), None)
-        if binding is None:
-            project_policy.bindings.add(role=role, members=[member])
-        elif member not in binding.members:
-            binding.members.append(member)
-        else:
-            continue
-        missing.append(role)
-    if missing:
-        client.set_iam_policy(request={"resource": resource, "policy": project_policy})
-        report.granted += [f"{role} on {resource}" for role in missing]
+    for attempt in range(1, IAM_ATTEMPTS + 1):
+        policy = client.get_iam_policy(request={
+            "resource": resource, "options": {"requested_policy_version": IAM_POLICY_VERSION}})
+        missing = []
+        for role in PROJECT_ROLES:
+            binding = next((b for b in policy.bindings if b.role == role and _unconditional(b)),
+                           None)
+            if binding is None:
+                policy.bindings.add(role=role, members=[member])
+            elif member not in binding.members:
+                binding.members.append(member)
+            else:
+                continue
+            missing.append(role)
+        if not missing:
+            return []
+        policy.version = IAM_POLICY_VERSION
+        try:
+            client.set_iam_policy(request={"resource": resource, "policy": policy})
+            return missing
+        except exceptions.Conflict as err:  # ABORTED: 409, a Conflict on the REST transport
+            if attempt == IAM_ATTEMPTS:
+                raise ConfigError(
+                    f"could not grant {', '.join(missing)} on {resource}: the project's IAM "
+                    f"policy changed under each of {IAM_ATTEMPTS} attempts ({err.message}). "
+                    "Run the setup again when other IAM changes have settled.") from None
+            delay = IAM_BACKOFF_S * 2 ** (attempt - 1) * (1 + random.random())
+            print(f"  project IAM policy changed since it was read; reading it again in "
+                  f"{delay:.1f}s (attempt {attempt + 1} of {IAM_ATTEMPTS})")
+            time.sleep(delay)
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 def prepare_project(session: Session) -> SetupReport:

@@ -1,0 +1,84 @@
+"""Where Google's behaviour is easy to get wrong on both sides (issue #16): project IAM policy
+versions and etags, serving quota in use, buckets of more than 256 objects, and the contract
+table that says where each modelled behaviour comes from. Real SDKs over HTTP, as elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+from google.api_core import exceptions
+from google.cloud import resourcemanager_v3
+
+import nbhelpers
+from nbhelpers import prepare
+
+BOB_ROLE = "roles/aiplatform.user"
+BOB_CONDITION = {"title": "until 2027", "description": "Bob's temporary access",
+                 "expression": "request.time < timestamp('2027-01-01T00:00:00Z')"}
+
+
+def _projects(session):
+    return session.rest_client(resourcemanager_v3.ProjectsClient)
+
+
+def _policy(session, version=None):
+    request = {"resource": f"projects/{session.settings.project}"}
+    if version is not None:
+        request["options"] = {"requested_policy_version": version}
+    return _projects(session).get_iam_policy(request=request)
+
+
+def _bob_binding():
+    return {"role": BOB_ROLE, "members": ["user:bob@example.com"], "condition": BOB_CONDITION}
+
+
+def _add_bobs_condition(session):
+    """Bob, another administrator, adds a conditional binding with a version-3 write."""
+    policy = _policy(session, version=3)
+    policy.bindings.add(**_bob_binding())
+    policy.version = 3
+    _projects(session).set_iam_policy(request={"resource": f"projects/{session.settings.project}",
+                                               "policy": policy})
+
+
+def test_version_1_read_hides_conditions_and_unsafe_writes_are_refused(session):
+    _add_bobs_condition(session)
+    plain = _policy(session)  # no requestedPolicyVersion: what the client used to do
+    assert plain.version == 1
+    [hidden] = plain.bindings
+    assert hidden.role.startswith(BOB_ROLE + "_withcond_") and not hidden.HasField("condition")
+    full = _policy(session, version=3)
+    assert full.version == 3 and full.bindings[0].condition.expression == \
+        BOB_CONDITION["expression"]
+
+    resource = f"projects/{session.settings.project}"
+    plain.bindings.add(role="roles/storage.admin", members=["serviceAccount:x@example.com"])
+    with pytest.raises(exceptions.BadRequest, match="Policy version 1 cannot be used"):
+        _projects(session).set_iam_policy(request={"resource": resource, "policy": plain})
+    stale = _policy(session, version=3)
+    _add_bobs_condition(session)  # the policy changes after `stale` was read
+    stale.bindings.add(role="roles/storage.admin", members=["serviceAccount:x@example.com"])
+    with pytest.raises(exceptions.Conflict, match="concurrent policy changes"):
+        _projects(session).set_iam_policy(request={"resource": resource, "policy": stale})
+    assert _policy(session, version=3).bindings == full.bindings[:1] * 2  # nothing was written
+
+
+def test_setup_grants_keep_others_conditions_and_retry_a_concurrent_change(session, emulator):
+    _add_bobs_condition(session)
+    carol = {"role": "roles/viewer", "members": ["user:carol@example.com"],
+             "condition": {**BOB_CONDITION, "title": "carol"}}
+    # Carol writes between setup's read and its write: the first write is ABORTED, the retry
+    # reads her binding and keeps it.
+    emulator.vertex.setup_apis.interleave_write(
+        lambda apis, project: apis.write_as_someone_else(project, carol))
+    report = nbhelpers.prepare_project(session)
+    member = f"serviceAccount:{report.service_account}"
+    policy = _policy(session, version=3)
+    by_role = {(b.role, b.condition.title): list(b.members) for b in policy.bindings}
+    assert by_role[(BOB_ROLE, "until 2027")] == ["user:bob@example.com"]
+    assert by_role[("roles/viewer", "carol")] == ["user:carol@example.com"]
+    for role in prepare.PROJECT_ROLES:
+        assert by_role[(role, "")] == [member]  # an unconditional binding of its own
+    assert [g for g in report.granted if g.startswith("roles/aiplatform.user on projects/")]
+    again = nbhelpers.prepare_project(session)
+    assert again.granted == []
+    assert _policy(session, version=3).bindings == policy.bindings
