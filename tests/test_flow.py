@@ -207,7 +207,7 @@ def test_serving_quota_is_read_before_deploying(session, env, emulator):
         json.dumps({"quota_id": check.quota_id, "region": "us-central1", "value": 2}).encode(),
         {"Content-Type": "application/json"})
     urllib.request.urlopen(request).close()
-    with pytest.raises(ConfigError, match="limit 2, this deployment needs 4.*Request an increase"):
+    with pytest.raises(ConfigError, match="limit 2, in use 0, this deployment needs 4.*increase"):
         require_quota(session, hardware)
     env.setenv("HF_TOKEN", FAKE_TOKEN)
     with pytest.raises(ConfigError, match="not enough serving quota"):

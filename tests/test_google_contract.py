@@ -82,3 +82,42 @@ def test_setup_grants_keep_others_conditions_and_retry_a_concurrent_change(sessi
     again = nbhelpers.prepare_project(session)
     assert again.granted == []
     assert _policy(session, version=3).bindings == policy.bindings
+
+
+def test_quota_in_use_refuses_a_second_deployment_before_anything_exists(session, env,
+                                                                          emulator):
+    from google.cloud import aiplatform
+
+    from nbhelpers.errors import ConfigError
+    from nbhelpers.quota import quota_id, serving_quota
+
+    env.setenv("HF_TOKEN", "hf_testTokenThatMustNeverLeak123")
+    plan = nbhelpers.plan_deployment("Llama-3.1-8B-Instruct", family="llama3.1",
+                                     ask_for_token=False)
+    hardware = plan.hardware
+    qid = quota_id(hardware.accelerator_type)
+    emulator.vertex.quotas.set_limit(qid, "us-central1", hardware.accelerator_count)
+    before = serving_quota(session, hardware)
+    assert (before.limit, before.in_use, before.needed) == (hardware.accelerator_count, 0,
+                                                            hardware.accelerator_count)
+    nbhelpers.deploy(session, plan)  # fits: nothing in use yet
+    after = serving_quota(session, hardware)
+    assert after.in_use == hardware.accelerator_count and not after.enough
+    endpoints = {e.resource_name for e in aiplatform.Endpoint.list()}
+    models = {m.resource_name for m in aiplatform.Model.list()}
+    assert len(endpoints) == len(models) == 1
+
+    second = nbhelpers.connect(project="test-project", run_id="run-b", quiet=True)
+    with pytest.raises(ConfigError) as refused:
+        nbhelpers.deploy(second, plan)
+    message = str(refused.value)
+    n = hardware.accelerator_count
+    assert f"limit {n}, in use {n}, this deployment needs {n}" in message
+    assert "another region" in message and "iam-admin/quotas?project=test-project" in message
+    # refused before anything was created: the emulator holds only the first run's resources
+    assert {e.resource_name for e in aiplatform.Endpoint.list()} == endpoints
+    assert {m.resource_name for m in aiplatform.Model.list()} == models
+    # elsewhere the same GPUs are free: usage counts the region's deployments only
+    europe = nbhelpers.connect(project="test-project", region="europe-west4", run_id="run-eu",
+                               quiet=True)
+    assert serving_quota(europe, hardware).in_use == 0
