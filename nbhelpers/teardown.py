@@ -15,6 +15,12 @@ from nbhelpers.releases import DEPLOYMENT_TIMEOUT_S
 from nbhelpers.settings import LABEL_OWNER, LABEL_RUN, LABEL_SUITE, SUITE, is_expired
 from nbhelpers.validate import label_value
 
+# Cloud Storage takes at most 100 calls in one batch request; the SDK's own
+# `bucket.delete(force=True)` refuses buckets of more than 256 objects, so a run's files are
+# deleted here, in batches, whatever their number.
+DELETE_BATCH = 100
+FILES_SHOWN = 20  # files listed by name; the rest are counted
+
 
 @dataclass
 class Inventory:
@@ -27,7 +33,10 @@ class Inventory:
                  f"({len(e.gca_resource.deployed_models)} deployed model(s))"
                  for e in self.endpoints]
         lines += [f"model {m.name} {m.display_name!r}" for m in self.models]
-        lines += [f"file gs://{f.bucket.name}/{f.name}" for f in self.files]
+        lines += [f"file gs://{f.bucket.name}/{f.name}" for f in self.files[:FILES_SHOWN]]
+        if len(self.files) > FILES_SHOWN:
+            lines.append(f"... and {len(self.files) - FILES_SHOWN} more file(s) under the "
+                         "same folder")
         return "\n".join(lines) or "nothing labelled for this run"
 
     def __len__(self) -> int:
@@ -136,5 +145,22 @@ def _delete(inventory: Inventory, *, wait_s: float) -> None:
         _retry(lambda e=endpoint: e.delete(force=True), f"endpoint {endpoint.name}")
     for model in inventory.models:
         _retry(model.delete, f"model {model.name}")
-    for blob in inventory.files:
-        _retry(blob.delete, f"file gs://{blob.bucket.name}/{blob.name}")
+    _delete_files(inventory.files)
+
+
+def _delete_files(blobs: list[Any]) -> None:
+    """Deletes blobs in batch requests of DELETE_BATCH calls (one HTTP request each, instead
+    of one per file); a call that failed inside a batch (a 404 of a file already gone
+    included) is retried alone, where NotFound counts as deleted."""
+    if not blobs:
+        return
+    client = blobs[0].client
+    for start in range(0, len(blobs), DELETE_BATCH):
+        chunk = blobs[start:start + DELETE_BATCH]
+        with client.batch(raise_exception=False) as batch:
+            for blob in chunk:
+                blob.delete()
+        replies = getattr(batch, "_responses", None) or []  # the SDK keeps each call's reply
+        for blob, reply in zip(chunk, replies, strict=False):
+            if not 200 <= reply.status_code < 300:
+                _retry(blob.delete, f"file gs://{blob.bucket.name}/{blob.name}")

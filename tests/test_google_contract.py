@@ -121,3 +121,38 @@ def test_quota_in_use_refuses_a_second_deployment_before_anything_exists(session
     europe = nbhelpers.connect(project="test-project", region="europe-west4", run_id="run-eu",
                                quiet=True)
     assert serving_quota(europe, hardware).in_use == 0
+
+
+def test_run_files_beyond_256_are_deleted_in_batches(session, emulator):
+    from nbhelpers.emulator.storage import MAX_BATCH_CALLS, batch_calls
+
+    nbhelpers.prepare_project(session)
+    client = session.storage_client()
+    bucket = client.bucket(session.settings.bucket_name)
+    ours = session.settings.files_prefix()
+    names = [f"{ours}staging/part-{i:04d}.txt" for i in range(257)]  # one over the SDK's 256
+    others = "nbhelpers-runs/someone/else/keep.txt"
+    seed = bucket.blob(others)
+    seed.upload_from_string(b"theirs")
+    for start in range(0, len(names), 100):  # server-side copies, 100 per batch: fast
+        with client.batch():
+            for name in names[start:start + 100]:
+                bucket.copy_blob(seed, bucket, name)
+
+    # The listing is paged as Google pages it, so the SDK's own check sees every object:
+    pages = client.list_blobs(bucket, page_size=120).pages
+    assert [len(list(page)) for page in pages] == [120, 120, 18]
+    with pytest.raises(ValueError, match="more than 256 objects"):
+        bucket.delete(force=True)  # the SDK refuses, client-side, before any delete
+    with pytest.raises(exceptions.Conflict, match="The bucket you tried to delete is not empty"):
+        bucket.delete()  # and the server refuses a bucket that still holds objects
+
+    with pytest.raises(exceptions.BadRequest, match="at most 100 calls"):
+        with client.batch():
+            for name in names[:MAX_BATCH_CALLS + 1]:
+                bucket.blob(name).delete()
+
+    before = len(batch_calls(emulator.storage))
+    nbhelpers.cleanup(session, dry_run=False)
+    assert [b.name for b in client.list_blobs(bucket)] == [others]
+    assert batch_calls(emulator.storage)[before:] == [100, 100, 57]
