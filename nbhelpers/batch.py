@@ -1,9 +1,12 @@
 """Many prompts at once: bounded concurrency, retries of 429/503 with backoff and jitter, input
-order kept, a progress bar, and per-request latency and time to first token."""
+order kept, a progress bar, and per-request latency and time to first token (measured only where
+the endpoint streams: NaN, "not measured", on a shared endpoint)."""
 
 from __future__ import annotations
 
+import math
 import random
+import re
 import statistics
 import threading
 import time
@@ -46,6 +49,7 @@ class BatchReport:
 
     @staticmethod
     def _pct(values: list[float], q: float) -> float:
+        values = [v for v in values if not math.isnan(v)]  # NaN: not measured
         if not values:
             return float("nan")
         ordered = sorted(values)
@@ -68,19 +72,31 @@ class BatchReport:
     def summary(self) -> str:
         ok = self._ok()
         mean = statistics.fmean(r.latency_s for r in ok) if ok else float("nan")
+        ttft = (f"time to first token p50 {self.ttft(0.5):.3f}s p95 {self.ttft(0.95):.3f}s"
+                if not math.isnan(self.ttft(0.5)) else
+                "time to first token not measured (the endpoint does not stream)")
         return (f"{len(ok)}/{len(self.results)} succeeded in {self.wall_s:.2f}s "
                 f"({self.throughput:.1f} req/s, concurrency {self.concurrency}, "
                 f"{self.retries} retries); latency p50 {self.latency(0.5):.3f}s "
-                f"p95 {self.latency(0.95):.3f}s mean {mean:.3f}s; time to first token p50 "
-                f"{self.ttft(0.5):.3f}s p95 {self.ttft(0.95):.3f}s")
+                f"p95 {self.latency(0.95):.3f}s mean {mean:.3f}s; {ttft}")
+
+
+# aiplatform's Endpoint.predict on a dedicated endpoint raises a plain ValueError(f"Failed to
+# make prediction request. Status code:{status}, response: {text}.") (models.py, since 1.92.0).
+_SDK_DEDICATED_ERROR = re.compile(r"Failed to make prediction request\. Status code:\s*(\d{3})")
 
 
 def status_of(error: BaseException) -> int | None:
-    """The HTTP status of an SDK error: google.api_core (`code`) or openai (`status_code`)."""
+    """The HTTP status of an SDK error: google.api_core (`code`), openai (`status_code`), or
+    the aiplatform SDK's ValueError for a dedicated endpoint (the status in its message)."""
     for attribute in ("status_code", "code"):
         value = getattr(error, attribute, None)
         if isinstance(value, int):
             return value
+    if isinstance(error, ValueError):
+        found = _SDK_DEDICATED_ERROR.search(str(error))
+        if found:
+            return int(found.group(1))
     return None
 
 
@@ -153,6 +169,7 @@ def predict_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
     from nbhelpers import checks, request_rules
     from nbhelpers.errors import ConfigError
     from nbhelpers.images import check_payload
+    from nbhelpers.predict_http import PredictSession, is_dedicated
     from nbhelpers.prediction import build_instance, parse_output
 
     model = request_rules.deployment_model(deployment)
@@ -169,16 +186,16 @@ def predict_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
     size = instances_per_request
     groups = [prompts[i:i + size] for i in range(0, len(prompts), size)]
     bodies = [[build_instance(p, model=model, **options) for p in group] for group in groups]
+    dedicated = is_dedicated(deployment)
     for instances in bodies:  # refuse before sending anything
-        check_payload({"instances": instances})
-    endpoint = deployment.endpoint()
+        check_payload({"instances": instances}, dedicated=dedicated)
 
-    def send(instances: list[dict[str, Any]]) -> tuple[list[str], None]:
-        response = endpoint.predict(instances=instances)
-        return [parse_output(str(p)) for p in response.predictions], None
+    with PredictSession(deployment.endpoint(), pool_size=concurrency) as session:
+        def send(instances: list[dict[str, Any]]) -> tuple[list[str], None]:
+            return [parse_output(str(p)) for p in session.predict(instances)], None
 
-    grouped = run_many(bodies, send, concurrency=concurrency, progress=progress,
-                       description="predict")
+        grouped = run_many(bodies, send, concurrency=concurrency, progress=progress,
+                           description="predict")
     results = [
         Result(index=group.index * size + j, prompt=prompt,
                output=group.output[j] if group.ok else "", latency_s=group.latency_s,
@@ -192,10 +209,19 @@ def predict_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
 
 def chat_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
               progress: bool = True, max_tokens: int = 256, system: str = "") -> BatchReport:
-    """Prompts through chat completions, streamed so time to first token is measured."""
+    """Prompts through chat completions, streamed so time to first token is measured where the
+    endpoint streams (dedicated); a shared endpoint answers whole (said once) and each result's
+    ttft_s is NaN: not measured rather than faked."""
     from nbhelpers import checks, request_rules
     from nbhelpers.images import check_payload
-    from nbhelpers.openai_chat import build_messages, chat_client, check_request, stream_reply
+    from nbhelpers.openai_chat import (
+        build_messages,
+        chat_client,
+        check_request,
+        say_not_streamed,
+        stream_reply,
+        streams,
+    )
 
     model = request_rules.deployment_model(deployment)
     check_request(model, [])  # the chat template first: no prompt can fix its absence
@@ -204,13 +230,19 @@ def chat_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
     checks.flag("progress", progress)
     request_rules.check_max_tokens(max_tokens, context=request_rules.context_of(model))
     messages_for = [build_messages(p, system=system) for p in prompts]
+    streamed = streams(deployment)
     for messages in messages_for:
         check_request(model, messages)
-        check_payload({"messages": messages})
+        check_payload({"messages": messages}, dedicated=streamed)
     api = chat_client(deployment, max_retries=0)  # retries are ours, with jitter
+    if not streamed:
+        say_not_streamed(deployment)
 
     def send(messages: list[dict[str, Any]]) -> tuple[str, float]:
-        return stream_reply(api, messages, max_tokens=max_tokens)
+        if streamed:
+            return stream_reply(api, messages, max_tokens=max_tokens)
+        reply = api.chat.completions.create(model="", messages=messages, max_tokens=max_tokens)
+        return reply.choices[0].message.content or "", math.nan
 
     return run_many(messages_for, send, concurrency=concurrency, progress=progress,
                     description="chat")

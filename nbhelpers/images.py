@@ -14,7 +14,7 @@ from typing import Any
 from nbhelpers import checks
 from nbhelpers.checks import shown
 from nbhelpers.errors import ConfigError
-from nbhelpers.limits import PREDICT_PAYLOAD_BYTES
+from nbhelpers.limits import predict_payload_bytes
 
 TILE = 560  # Llama 3.2 Vision sees an image as up to 4 tiles of 560 x 560 pixels
 MAX_TILES = 4
@@ -137,14 +137,21 @@ def to_data_url(source: Any, *, image_format: str = "JPEG", quality: int = 90,
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def check_payload(body: dict[str, Any], limit: int = PREDICT_PAYLOAD_BYTES) -> int:
-    """Raises before sending when the JSON request exceeds the online prediction limit."""
+def check_payload(body: dict[str, Any], *, dedicated: bool = False) -> int:
+    """Raises before sending when the JSON request exceeds the online prediction limit of the
+    endpoint's type (shared 1.5 MB, dedicated 10 MB: `limits.predict_payload_bytes`)."""
+    checks.flag("dedicated", dedicated)
     size = len(json.dumps(body).encode())
+    limit = predict_payload_bytes(dedicated=dedicated)
     if size > limit:
+        larger = "" if dedicated else (
+            f", or use a dedicated endpoint (it takes "
+            f"{predict_payload_bytes(dedicated=True):,} bytes)")
         raise ConfigError(
-            f"the request is {size:,} bytes, over the {limit:,}-byte online prediction limit. "
-            "Shrink the images: encode as JPEG with a lower quality (e.g. quality=70), fewer "
-            "tiles (max_tiles=1 is 560 x 560 px), or send fewer images or prompts per request."
+            f"the request is {size:,} bytes, over the {limit:,}-byte online prediction limit "
+            f"of a {'dedicated' if dedicated else 'shared'} endpoint. Shrink the images: encode "
+            "as JPEG with a lower quality (e.g. quality=70), fewer tiles (max_tiles=1 is 560 x "
+            f"560 px), or send fewer images or prompts per request{larger}."
         )
     return size
 

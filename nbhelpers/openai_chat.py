@@ -3,13 +3,16 @@ credentials that refresh themselves: an access token lives about an hour, a work
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from nbhelpers import catalog, checks, images, request_rules
+from nbhelpers import catalog, checks, images, predict_http, request_rules
 from nbhelpers.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 MAX_RETRIES = 10  # of the openai client, each with its own backoff
 
@@ -17,16 +20,33 @@ MAX_RETRIES = 10  # of the openai client, each with its own backoff
 def base_url(endpoint: Any) -> str:
     """The OpenAI base URL of an endpoint: its dedicated DNS name when it has one, else the
     regional API host (or the api_endpoint aiplatform was initialised with)."""
-    from google.cloud.aiplatform import initializer
+    return f"{predict_http.serving_host(endpoint)}/v1beta1/{endpoint.resource_name}"
 
-    resource = endpoint.gca_resource
-    if resource.dedicated_endpoint_enabled and resource.dedicated_endpoint_dns:
-        host = f"https://{resource.dedicated_endpoint_dns}"
-    else:
-        configured = initializer.global_config.api_endpoint or ""
-        host = (configured if configured.startswith(("http://", "https://"))
-                else f"https://{configured or endpoint.location + '-aiplatform.googleapis.com'}")
-    return f"{host.rstrip('/')}/v1beta1/{endpoint.resource_name}"
+
+def streams(deployment: Any) -> bool:
+    """Whether the endpoint streams: only dedicated endpoints do (shared ones refuse streamed
+    chat completions and streamRawPredict; see emulator/serving.py for the sources)."""
+    return predict_http.is_dedicated(deployment)
+
+
+_said_no_streaming: set[str] = set()
+_said_lock = threading.Lock()
+
+
+def say_not_streamed(deployment: Any) -> None:
+    """Says once per endpoint and process (not per request) that its replies come whole."""
+    from nbhelpers.deployments import endpoint_of
+
+    name = getattr(deployment, "endpoint_name", None) or endpoint_of(deployment).resource_name
+    with _said_lock:
+        if name in _said_no_streaming:
+            return
+        _said_no_streaming.add(name)
+    note = (f"Note: endpoint {name.split('/')[-1]} is a shared endpoint, which does not stream; "
+            "replies come whole (no time to first token is measured). Deploy with "
+            "dedicated_endpoint=True to stream.")
+    logger.info(note)
+    print(note)
 
 
 def token_provider(credentials: Any) -> Callable[[], str]:
@@ -92,8 +112,9 @@ def chat(
     echo: bool = True,
     openai_client: Any = None,
 ) -> str:
-    """One chat turn. With `stream`, prints tokens as they arrive (when `echo`); returns the
-    whole reply either way. Every value is checked before the first call."""
+    """One chat turn. With `stream`, prints tokens as they arrive (when `echo`) where the
+    endpoint streams (dedicated endpoints); a shared endpoint answers whole, said once. Returns
+    the whole reply either way. Every value is checked before the first call."""
     model = request_rules.deployment_model(deployment)
     check_request(model, [])  # the chat template, before any image is fetched
     request_rules.check_max_tokens(max_tokens, context=request_rules.context_of(model))
@@ -108,12 +129,18 @@ def chat(
     messages = build_messages(prompt, system=system, images_in=images_in, history=history,
                               image_format=image_format)
     check_request(model, messages)
-    images.check_payload({"messages": messages})
+    dedicated = predict_http.is_dedicated(deployment)
+    images.check_payload({"messages": messages}, dedicated=dedicated)
     api = openai_client or chat_client(deployment)
-    if not stream:
+    if stream and not dedicated:  # a shared endpoint would refuse the stream: ask for it whole
+        say_not_streamed(deployment)
+    if not stream or not dedicated:
         reply = api.chat.completions.create(model="", messages=messages, max_tokens=max_tokens,
                                             temperature=temperature)
-        return reply.choices[0].message.content or ""
+        text = reply.choices[0].message.content or ""
+        if stream and echo:
+            print(text)
+        return text
     text, _ = stream_reply(api, messages, max_tokens=max_tokens, temperature=temperature,
                            on_text=(lambda piece: print(piece, end="", flush=True)) if echo
                            else None)

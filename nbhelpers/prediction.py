@@ -10,6 +10,7 @@ from typing import Any
 from nbhelpers import checks, images, request_rules
 from nbhelpers.catalog import ModelSpec
 from nbhelpers.deployments import endpoint_of
+from nbhelpers.predict_http import is_dedicated
 from nbhelpers.request_rules import vision_prompt
 
 __all__ = ["Completion", "build_instance", "parse_output", "predict", "predict_image",
@@ -66,8 +67,9 @@ def predict(
                                 top_k=top_k, raw_response=raw_response, lora_id=lora_id,
                                 model=model)
                  for p in batch]
-    images.check_payload({"instances": instances})
-    response = endpoint_of(endpoint).predict(instances=instances)
+    target = endpoint_of(endpoint)
+    images.check_payload({"instances": instances}, dedicated=is_dedicated(endpoint))
+    response = target.predict(instances=instances)
     return [Completion(p, parse_output(str(raw)), str(raw))
             for p, raw in zip(batch, response.predictions, strict=True)]
 
@@ -97,7 +99,7 @@ def predict_image(
                               top_p=top_p, top_k=top_k, raw_response=raw_response, model=model)
     instance["multi_modal_data"] = {
         "image": images.to_data_url(image, image_format=image_format, quality=quality)}
-    images.check_payload({"instances": [instance]})
+    images.check_payload({"instances": [instance]}, dedicated=is_dedicated(deployment))
     response = deployment.endpoint().predict(instances=[instance])
     raw = str(response.predictions[0])
     return Completion(prompt, parse_output(raw), raw)

@@ -215,7 +215,9 @@ def test_many_prompts_keep_order_and_retry_503(session, env, emulator):
     chats = nbhelpers.chat_many(deployment, prompts[:5], concurrency=3, progress=False,
                                 max_tokens=10)
     assert all(r.ok and len(r.output.split()) == 10 for r in chats.results)
-    assert all(0 < r.ttft_s <= r.latency_s for r in chats.results)
+    # A shared endpoint does not stream: time to first token is not measured (NaN), not faked;
+    # the streamed case runs on a dedicated endpoint in test_serving_contract.py.
+    assert all(math.isnan(r.ttft_s) for r in chats.results)
     assert "5/5 succeeded" in chats.summary()
 
 

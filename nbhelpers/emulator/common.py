@@ -20,7 +20,9 @@ STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
           503: "UNAVAILABLE", 412: "FAILED_PRECONDITION"}
 
 # (HTTP method, path regex without the final `$`, handler). A handler is called as
-# handler(body, query=..., raw_length=..., headers=..., **path_params) and returns the JSON reply.
+# handler(body, query=..., raw_length=..., headers=..., dedicated_host=..., **path_params) and
+# returns the JSON reply; dedicated_host tells whether the call came through the dedicated-DNS
+# (HTTPS) listener or the shared host.
 Route = tuple[str, str, Callable[..., Any]]
 
 

@@ -106,8 +106,12 @@ class VertexEmulator:
         if tls_dir is not None:
             from nbhelpers.emulator.tls import make_certificate, server_context
 
+            class DedicatedHandler(_Handler):
+                owner = emulator
+                dedicated_host = True  # this listener stands in for dedicated DNS names
+
             cert, key = make_certificate(tls_dir)
-            self._tls_server = Server(("127.0.0.1", 0), Handler)
+            self._tls_server = Server(("127.0.0.1", 0), DedicatedHandler)
             self._tls_server.socket = server_context(cert, key).wrap_socket(
                 self._tls_server.socket, server_side=True)
             threading.Thread(target=self._tls_server.serve_forever, daemon=True,
@@ -132,6 +136,9 @@ class VertexEmulator:
 
 class _Handler(JsonHandler):
     owner: VertexEmulator
+    # Whether requests arrive through a dedicated endpoint's DNS name (the HTTPS listener) or
+    # the shared regional host: serving refuses an endpoint called through the wrong one.
+    dedicated_host = False
 
     def _dispatch(self, method: str) -> None:
         """Runs the first route that matches, and replies with its JSON, its error in Google's
@@ -147,7 +154,8 @@ class _Handler(JsonHandler):
                 match = pattern.match(path)
                 if match and route_method == method:
                     result = func(body, query=query, raw_length=len(raw),
-                                  headers=self.headers, **match.groupdict())
+                                  headers=self.headers, dedicated_host=self.dedicated_host,
+                                  **match.groupdict())
                     break
             else:
                 raise ApiError(404, f"The requested URL {path} was not found on this server "

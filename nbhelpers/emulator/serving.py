@@ -1,6 +1,27 @@
-"""Online serving on an endpoint: `:predict` and OpenAI chat completions, passed on to the
-replica of the deployed model that takes the traffic, after the checks the front end makes
-(access token, injected faults, payload size)."""
+"""Online serving on an endpoint: `:predict`, `:streamRawPredict` and OpenAI chat completions,
+passed on to the replica of the deployed model that takes the traffic, after the checks Vertex
+AI's front end makes, in this order: the host the call came through (an endpoint is served either
+on the shared regional host or on its own dedicated DNS name, never both), streaming (dedicated
+endpoints only), the access token, injected faults, and the payload size of the endpoint's type.
+
+Sources (read 2026-11-26):
+- "Choose an endpoint type" (cloud.google.com/vertex-ai/docs/predictions/choose-endpoint-type):
+  payload limit 10 MB dedicated, 1.5 MB shared; inference timeout up to 1 h dedicated, 60 s shared.
+- "Use dedicated public endpoints" (.../predictions/using-dedicated-endpoints): dedicated
+  endpoints serve Predict, RawPredict, StreamRawPredict and Chat Completion; "Streaming and gRPC
+  are supported" there.
+- google-cloud-aiplatform `Endpoint.stream_raw_predict` docstring: "For custom model, this method
+  is only supported for dedicated endpoint"; its `predict` sends a dedicated endpoint's call to
+  `https://{dedicated_endpoint_dns}/v1/{name}:predict` (from 1.92.0, commit 32ee6d9).
+- Google's refusal of the shared host for a dedicated endpoint, quoted in yanolja/ogem#110
+  (2025-04-09): FAILED_PRECONDITION "Dedicated Endpoint cannot be accessed through the shared
+  Vertex AI domain aiplatform.googleapis.com. Please access the endpoint using its dedicated
+  domain name '<dns>'".
+Assumptions (no public wording found): the status and words of the streaming refusal on a
+shared endpoint, and of a shared endpoint called through a dedicated name (on Google that name
+does not exist; here every dedicated endpoint shares one HTTPS listener, so it is refused in
+words); the payload-size message.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +32,11 @@ from nbhelpers.emulator.common import ApiError, Route, State
 from nbhelpers.emulator.httpbase import ConnectionPool
 from nbhelpers.emulator.replica import Replica
 from nbhelpers.emulator.vertex_ai import ENDPOINT, find_endpoint
-from nbhelpers.limits import PREDICT_PAYLOAD_BYTES
+from nbhelpers.limits import predict_payload_bytes
 
 _FAULT_MESSAGES = {503: "Took too long to respond.", 429: "Rate of traffic exceeds serving "
                    "capacity. Decrease your rate or check your quota."}
+SHARED_DOMAIN = "aiplatform.googleapis.com"
 
 
 class Proxy:
@@ -22,6 +44,10 @@ class Proxy:
 
     def __init__(self, url: str, body: dict[str, Any]):
         self.url, self.body = url, body
+
+
+def is_dedicated(endpoint: dict[str, Any]) -> bool:
+    return bool(endpoint.get("dedicatedEndpointEnabled"))
 
 
 class Serving:
@@ -36,6 +62,7 @@ class Serving:
 
     def routes(self) -> list[Route]:
         return [("POST", ENDPOINT + r":predict", self.predict),
+                ("POST", ENDPOINT + r":streamRawPredict", self.stream_raw_predict),
                 ("POST", ENDPOINT + r"/chat/completions", self.chat)]
 
     def inject_fault(self, status: int, count: int, message: str | None) -> list[dict[str, Any]]:
@@ -59,8 +86,37 @@ class Serving:
         chosen = max(live, key=lambda d: split.get(d["id"], 0))
         return chosen, self.replicas[chosen["id"]]
 
+    def _front_end(self, *, project: str, location: str, eid: str, headers: Any,
+                   raw_length: int, dedicated_host: bool, streaming: bool) -> dict[str, Any]:
+        """What the serving front end checks before the replica sees the call, in Google's
+        order: the endpoint, the host it came through, streaming, the access token, injected
+        faults, the payload size. Returns the endpoint."""
+        endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
+        dedicated = is_dedicated(endpoint)
+        if dedicated and not dedicated_host:
+            raise ApiError(400, f"Dedicated Endpoint cannot be accessed through the shared "
+                           f"Vertex AI domain {SHARED_DOMAIN}. Please access the endpoint "
+                           f"using its dedicated domain name "
+                           f"'{endpoint.get('dedicatedEndpointDns', '')}'",
+                           "FAILED_PRECONDITION")
+        if dedicated_host and not dedicated:
+            raise ApiError(400, f"Endpoint {endpoint['name']} is not a dedicated endpoint and "
+                           "has no dedicated domain name; send its requests to the shared "
+                           f"Vertex AI domain {location}-{SHARED_DOMAIN}.",
+                           "FAILED_PRECONDITION")
+        if streaming and not dedicated:
+            raise ApiError(400, f"Streaming is not supported on the shared public endpoint "
+                           f"{endpoint['name']}: streamRawPredict and streamed chat "
+                           "completions are served by dedicated endpoints only (create the "
+                           "endpoint with dedicatedEndpointEnabled).", "FAILED_PRECONDITION")
+        self._admit(headers or {})
+        limit = predict_payload_bytes(dedicated=dedicated)
+        if raw_length > limit:
+            raise ApiError(400, f"Request payload size exceeds the limit: {limit} bytes.")
+        return endpoint
+
     def _admit(self, headers: Any) -> None:
-        """What the serving front end checks first: the access token, then injected faults."""
+        """The access token, then injected faults."""
         token = (headers.get("Authorization") or "").removeprefix("Bearer ").strip()
         if token and token in self.expired_tokens:
             raise ApiError(401, "Request had invalid authentication credentials. Expected OAuth "
@@ -76,12 +132,11 @@ class Serving:
             raise ApiError(fault["status"], fault["message"])
 
     def predict(self, body: dict[str, Any], *, project: str, location: str, eid: str,
-                raw_length: int = 0, headers: Any = None, **_: Any) -> dict[str, Any]:
-        self._admit(headers or {})
-        if raw_length > PREDICT_PAYLOAD_BYTES:
-            raise ApiError(400, f"Request payload size exceeds the limit: "
-                           f"{PREDICT_PAYLOAD_BYTES} bytes.")
-        endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
+                raw_length: int = 0, headers: Any = None, dedicated_host: bool = False,
+                **_: Any) -> dict[str, Any]:
+        endpoint = self._front_end(project=project, location=location, eid=eid,
+                                   headers=headers, raw_length=raw_length,
+                                   dedicated_host=dedicated_host, streaming=False)
         deployed, replica = self._serving(endpoint)
         status, payload = self._pool.post_json(replica.url + replica.predict_route, body)
         if status != 200:
@@ -91,9 +146,22 @@ class Serving:
         return {"predictions": payload.get("predictions", []), "deployedModelId": deployed["id"],
                 "model": deployed["model"], "modelVersionId": "1"}
 
+    def stream_raw_predict(self, body: dict[str, Any], *, project: str, location: str,
+                           eid: str, raw_length: int = 0, headers: Any = None,
+                           dedicated_host: bool = False, **_: Any) -> Proxy:
+        """The body goes to the container's predict route as it is; its answer streams back."""
+        endpoint = self._front_end(project=project, location=location, eid=eid,
+                                   headers=headers, raw_length=raw_length,
+                                   dedicated_host=dedicated_host, streaming=True)
+        _, replica = self._serving(endpoint)
+        return Proxy(replica.url + replica.predict_route, body)
+
     def chat(self, body: dict[str, Any], *, project: str, location: str, eid: str,
-             headers: Any = None, **_: Any) -> Proxy:
-        self._admit(headers or {})
-        endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
+             raw_length: int = 0, headers: Any = None, dedicated_host: bool = False,
+             **_: Any) -> Proxy:
+        endpoint = self._front_end(project=project, location=location, eid=eid,
+                                   headers=headers, raw_length=raw_length,
+                                   dedicated_host=dedicated_host,
+                                   streaming=bool(body.get("stream")))
         _, replica = self._serving(endpoint)
         return Proxy(replica.url + "/v1/chat/completions", body)
