@@ -95,6 +95,17 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+# Meta first published the Llama 3.1 repositories as `meta-llama/Meta-Llama-3.1-*` and later
+# renamed them without "Meta-" (Hugging Face redirects the old ids). Google's Llama 3.1 notebooks
+# still deploy under the old ids (their MODEL_ID environment and model picker), so an endpoint
+# such a notebook made names its model that way: each old id, with or without the
+# `meta-llama/` prefix, is an alias of the catalog's model. The one alias table.
+ALIASES: dict[str, str] = {
+    alias: m.name
+    for m in MODELS.values() if m.family == "llama3.1"
+    for alias in (f"Meta-{m.name}", f"meta-llama/Meta-{m.name}")
+}
+
 FAMILIES = ("llama3.1", "llama3.2")
 MODALITIES = ("text", "vision")
 
@@ -116,11 +127,12 @@ def models(family: str | None = None, modality: str | None = None,
 
 
 def get_model(name: str, family: str | None = None, *, instruct_only: bool = False) -> ModelSpec:
-    """Looks a model up by picker name or Hugging Face id; the error lists the valid choices."""
+    """Looks a model up by picker name, Hugging Face id or an older Meta id (ALIASES); the
+    error lists the valid choices."""
     checks.text("model name", name)
     pool = {m.name: m for m in models(family, instruct_only=instruct_only)}
     by_id = {m.hf_id: m for m in pool.values()}
-    found = pool.get(name) or by_id.get(name)
+    found = pool.get(name) or by_id.get(name) or pool.get(ALIASES.get(name, ""))
     if found is None:
         where = f" for {family}" if family else ""
         kind = "Instruct model" if instruct_only else "model"

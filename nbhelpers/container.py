@@ -12,11 +12,13 @@ from nbhelpers.errors import ConfigError
 from nbhelpers.releases import (
     DEFAULT_TAG,
     DEPLOYMENT_TIMEOUT_S,
+    GOOGLE_FLAGS_SINCE,
     HEALTH_ROUTE,
     PORT,
     PREDICT_ROUTE,
     SHARED_MEMORY_MB,
     image_uri,
+    release_of,
     vllm_release,
 )
 
@@ -182,22 +184,41 @@ def check_server_args(args: list[str], image: str, *, gpus: int) -> dict[str, An
     """Parses the container's arguments as the image's vLLM does and refuses, with vLLM's own
     argparse lines, what would make the server exit at start-up: an unknown flag, a bad value,
     more GPUs than the machine has. Returns the parsed values."""
+    image_release = release_of(image)
     release = vllm_release(image)
+    google = image_release.google_flags
     try:
-        values = vllm_args.parse(args)
+        values = vllm_args.parse(args, google_flags=google)
     except vllm_args.ArgsError as err:
         said = "\n  ".join(err.lines)
+        takes = [*vllm_args.OPTIONS, *(f for f in vllm_args.GOOGLE_OPTIONS if f in google)]
         raise ConfigError(
             f"vLLM {release} ({image.rpartition(':')[2]}) would refuse these container arguments "
             f"and exit before serving:\n  {said}\nFix or remove that argument in "
             "VllmOptions.extra_args; the options it takes are "
-            + ", ".join(f"--{option}" for option in vllm_args.OPTIONS)) from None
+            + ", ".join(f"--{option}" for option in takes) + _google_hint(err, google)) from None
+    target = values.get("host-prefix-kv-cache-utilization-target")
+    if target is not None and not 0 <= target < 1:
+        raise ConfigError(f"--host-prefix-kv-cache-utilization-target={target}: Google's "
+                          "host-memory prefix cache takes a share of idle host memory from 0 "
+                          "(off) to below 1")
     needed = values.get("tensor-parallel-size", 1) * values.get("pipeline-parallel-size", 1)
     if needed > gpus:
         raise ConfigError(
             f"the container arguments ask vLLM {release} for {needed} GPUs (tensor x pipeline "
             f"parallel size) but the machine has {gpus}: each must be from 1 to {gpus}")
     return values
+
+
+def _google_hint(err: vllm_args.ArgsError, google: frozenset[str]) -> str:
+    """Which images take a Google-only flag that this image refused."""
+    said = " ".join(err.lines)
+    for flag, since in GOOGLE_FLAGS_SINCE.items():
+        shown = flag.replace("tool-call-parser=", "")
+        if flag not in google and shown in said:
+            return (f". --{flag} is a Google-only flag of the standard Model Garden images "
+                    f"tagged {since} or later; choose such a CONTAINER_TAG")
+    return ""
 
 
 def memory_inputs(model: ModelSpec, args: list[str], image: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from nbhelpers import catalog, checks, planner, tokens, validate
+from nbhelpers import catalog, checks, planner, prices, releases, tokens, validate
 from nbhelpers.catalog import ModelSpec
 from nbhelpers.checks import shown
 from nbhelpers.connection import Session
@@ -25,7 +25,7 @@ from nbhelpers.container import (
     server_args,
 )
 from nbhelpers.errors import ConfigError, DeploymentError
-from nbhelpers.hardware import Hardware
+from nbhelpers.hardware import MACHINE_TYPES, Hardware
 from nbhelpers.releases import DEFAULT_TAG, DEPLOYMENT_TIMEOUT_S, image_uri
 from nbhelpers.request_rules import Requests
 from nbhelpers.settings import LABEL_MODEL
@@ -44,8 +44,11 @@ class DeploymentPlan:
     dedicated_endpoint: bool
     weights_uri: str
     memory: planner.MemoryPlan  # the memory planner's prediction for these GPUs and settings
+    price: prices.PriceEstimate  # what the deployment costs per hour while it exists
+    container_tag: str = DEFAULT_TAG
     force: bool = False  # deploy even when the planner predicts a failed start
     requests: Requests | None = None  # what the notebook will send, checked with the plan
+    max_hourly_cost: float | None = None  # the limit the price was checked against
 
     @property
     def stores_token(self) -> bool:
@@ -73,9 +76,12 @@ class DeploymentPlan:
             f"hardware:   {self.hardware.describe()}",
             f"endpoint:   {'dedicated' if self.dedicated_endpoint else 'shared'}",
             f"container:  {self.container.image_uri}",
+            f"release:    {releases.release(self.container_tag).describe()}",
             "vllm args:  " + " ".join(self.container.args[3:]),
             f"env:        {self.container.public_env()}",
             "memory:     " + self.memory.describe().replace("\n", "\n            "),
+            f"price:      {self.price.describe()}"
+            + (f" (limit ${self.max_hourly_cost:,.2f}/hour)" if self.max_hourly_cost else ""),
         ]
         if self.requests is not None:
             lines.append(f"requests:   {self.requests.describe()} (checked)")
@@ -148,13 +154,16 @@ def plan_deployment(
     ask_for_token: bool = True,
     force: bool = False,
     requests: Requests | None = None,
+    max_hourly_cost: float | None = None,
+    region: str = prices.PRICED_REGION,
 ) -> DeploymentPlan:
     """Validates the request, predicts whether vLLM will start (`memory`) and builds the
     container; raises ConfigError before any cloud call. Everything that would otherwise fail
     only after a GPU is billed is checked here: the container's arguments as the image's vLLM
     parses them, and `requests`, what the notebook will send once the model serves. The
-    Hugging Face token is read last (an interactive run asks for it), and only when the
-    weights come from Hugging Face."""
+    plan carries its hourly price in `region`; a price above `max_hourly_cost` (USD; None or 0:
+    no limit) is refused with cheaper choices. The Hugging Face token is read last (an
+    interactive run asks for it), and only when the weights come from Hugging Face."""
     if family is not None:
         checks.one_of("family", family, catalog.FAMILIES)
     if not isinstance(model, ModelSpec):
@@ -177,10 +186,19 @@ def plan_deployment(
         checks.flag(name, value)
     checks.text("container_tag", container_tag)
     image = image_uri(container_tag)
+    releases.require_machine_arch(container_tag, hardware.machine_type)
+    if spec.modality == "vision":
+        releases.require_vision(container_tag, spec.name)
+    limit = prices.check_max_hourly_cost(max_hourly_cost)
+    checks.text("region", region)
     args = server_args(weights_uri or spec.hf_id, resolved)
     check_server_args(args, image, gpus=hardware.accelerator_count)
     memory = planner.plan_memory(accelerator=hardware.accelerator_type,
                                  **memory_inputs(spec, args, image))
+    price = prices.estimate(hardware.machine_type, region=region)
+    if limit is not None:
+        _require_price_within(limit, price, spec=spec, options=options, image=image,
+                              weights_uri=weights_uri)
     if requests is not None:
         if not isinstance(requests, Requests):
             raise ConfigError(f"requests must be nbhelpers.Requests(...) or None, got "
@@ -193,7 +211,47 @@ def plan_deployment(
                                tag=container_tag)
     return DeploymentPlan(model=spec, hardware=hardware, options=resolved, container=container,
                           dedicated_endpoint=dedicated_endpoint, weights_uri=weights_uri,
-                          memory=memory, force=force, requests=requests)
+                          memory=memory, price=price, container_tag=container_tag, force=force,
+                          requests=requests, max_hourly_cost=limit)
+
+
+def _require_price_within(limit: float, price: prices.PriceEstimate, *, spec: ModelSpec,
+                          options: VllmOptions | None, image: str, weights_uri: str) -> None:
+    """Refuses a plan whose hourly price is above MAX_HOURLY_COST (or unknown), before
+    anything exists, naming the machine types within the limit on which the memory planner
+    predicts the model starts with the same settings."""
+    if price.known and (price.usd_per_hour or 0) <= limit:
+        return
+    cheaper = []
+    for machine in MACHINE_TYPES:
+        other = prices.estimate(machine, region=price.region)
+        if machine == price.machine_type or not other.known or (other.usd_per_hour or 0) > limit:
+            continue
+        hardware = Hardware.for_machine(machine)
+        heads = spec.config.get("text_config", spec.config)["num_attention_heads"]
+        if heads % hardware.accelerator_count:
+            continue  # vLLM needs the heads to divide among the GPUs
+        try:
+            resolved = (options or VllmOptions()).resolved(spec, hardware.accelerator_count)
+            args = server_args(weights_uri or spec.hf_id, resolved)
+            fits = planner.plan_memory(accelerator=hardware.accelerator_type,
+                                       suggest_fixes=False,
+                                       **memory_inputs(spec, args, image)).ok
+        except ConfigError:
+            continue
+        if fits:
+            cheaper.append((other.usd_per_hour or 0, f"MACHINE_TYPE = {machine!r} "
+                            f"({hardware.describe()}, about ${other.usd_per_hour:,.2f}/hour)"))
+    said = (f"costs {price.describe()}, above MAX_HOURLY_COST ${limit:,.2f}/hour" if price.known
+            else f"has no price ({price.describe()}), so it cannot be held to MAX_HOURLY_COST "
+                 f"${limit:,.2f}/hour")
+    choices_said = "".join(f"\n  - {line}" for _, line in sorted(cheaper)[:5]) or \
+        "\n  - none of the machine types fits this model within it: raise the limit"
+    raise ConfigError(
+        f"{spec.name} on {price.machine_type} {said}. Choices within the limit where the memory "
+        "plan predicts it starts:"
+        f"{choices_said}\nOr raise MAX_HOURLY_COST (plan_deployment(max_hourly_cost=...)); "
+        "0 means no limit.")
 
 
 def wait_until(done: Callable[[], bool], what: str, *, timeout_s: float) -> bool:

@@ -57,6 +57,17 @@ MACHINE_TYPES: dict[str, tuple[str, int]] = {
 }
 
 
+# vCPUs and memory (GB) of each machine type: fixed by Compute Engine (its machine-family pages);
+# the price of a prediction node is its vCPUs and memory plus its GPUs (`prices`).
+MACHINE_SHAPES: dict[str, tuple[int, int]] = {
+    **{f"g2-standard-{n}": (n, 4 * n) for n in (8, 12, 16, 24, 32, 48, 96)},
+    **{f"a2-highgpu-{k}g": (12 * k, 85 * k) for k in (1, 2, 4, 8)},
+    **{f"a2-ultragpu-{k}g": (12 * k, 170 * k) for k in (1, 2, 4, 8)},
+    **{f"a3-highgpu-{k}g": (26 * k, 234 * k) for k in (1, 2, 4, 8)},
+    "a3-ultragpu-8g": (224, 2952),
+}
+
+
 @dataclass(frozen=True)
 class Hardware:
     machine_type: str

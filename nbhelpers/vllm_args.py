@@ -34,6 +34,16 @@ OPTIONS: dict[str, Any] = {
     "enable-auto-tool-choice": _FLAG, "disable-custom-all-reduce": _FLAG,
     "enable-chunked-prefill": _OPTIONAL_BOOL,
 }  # fmt: skip
+# Options only Google's Model Garden images take (their vLLM is Google's fork), with their
+# types; `releases.Release.google_flags` says which image takes which. The value of the
+# `vertex-llama-3` tool-call parser is one of them: upstream vLLM's is `llama3_json`.
+GOOGLE_OPTIONS: dict[str, Any] = {
+    "model-type": str,
+    "host-prefix-kv-cache-utilization-target": float,  # [0, 1): idle host memory for the cache
+    "host-prefix-kv-cache-min-len": int,
+}
+GOOGLE_TOOL_PARSER = "vertex-llama-3"
+GOOGLE_TOOL_PARSER_FLAG = f"tool-call-parser={GOOGLE_TOOL_PARSER}"
 
 
 class ArgsError(Exception):
@@ -44,10 +54,15 @@ class ArgsError(Exception):
         self.lines = lines
 
 
-def parse(args: list[str], *, strict: bool = True) -> dict[str, Any]:
+def parse(args: list[str], *, strict: bool = True,
+          google_flags: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
     """Parses `python -m <vLLM server module> --option ...` into {option: value}; raises
     ArgsError with argparse's own lines for what vLLM would refuse. With `strict=False` it reads
-    what it can and skips what vLLM would refuse (for reading settings, not for checking)."""
+    what it can and skips what vLLM would refuse (for reading settings, not for checking).
+    `google_flags` are the Google-only options the image takes (GOOGLE_OPTIONS names, and
+    GOOGLE_TOOL_PARSER_FLAG for the `vertex-llama-3` parser); without them they are unknown."""
+    options = {**OPTIONS, **{name: kind for name, kind in GOOGLE_OPTIONS.items()
+                             if name in google_flags or not strict}}
     usage = f"usage: {PROG} [-h] [--host HOST] [--port PORT] [--model MODEL] ..."
     if len(args) < 3 or args[:2] != ["python", "-m"]:
         if not strict:
@@ -68,7 +83,7 @@ def parse(args: list[str], *, strict: bool = True) -> dict[str, Any]:
         token = rest.pop(0)
         name, has_value, value = token[2:].partition("=")
         name = name.replace("_", "-")
-        kind = OPTIONS.get(name) if token.startswith("--") else None
+        kind = options.get(name) if token.startswith("--") else None
         if kind is None:
             unknown.append(token)
         elif kind is _FLAG:
@@ -95,6 +110,12 @@ def parse(args: list[str], *, strict: bool = True) -> dict[str, Any]:
                 values[name] = kind(value)
             except ValueError:
                 refuse(name, f"invalid {kind.__name__} value: {value!r}")
+                continue
+            if name == "tool-call-parser" and value == GOOGLE_TOOL_PARSER \
+                    and GOOGLE_TOOL_PARSER_FLAG not in google_flags:
+                refuse(name, f"invalid tool call parser: {value} (Google's parser, not in "
+                             "upstream vLLM; upstream's for Llama 3.1/3.2 is llama3_json)")
+                values.pop(name, None)
     if unknown and strict:
         raise ArgsError([usage, f"{PROG}: error: unrecognized arguments: {' '.join(unknown)}"])
     return values

@@ -20,6 +20,7 @@ from nbhelpers.container import memory_inputs
 from nbhelpers.emulator.replica import Replica, log_line
 from nbhelpers.errors import ConfigError
 from nbhelpers.hardware import ACCELERATORS
+from nbhelpers.releases import release_of
 
 SEEDED_CAUSES = ("oom", "max_model_len", "hf_auth", "quota", "unsupported_model")
 _UNKNOWN_GPU_GIB = 22.05  # seeded OOM text for a GPU the hardware table lacks: an L4's
@@ -43,17 +44,20 @@ class QuotaFailure(Exception):
             f"custom_model_serving_{gpu}_gpus")
 
 
-def parse_args(args: list[str]) -> dict[str, Any]:
-    """The container's arguments as vLLM reads them; raises StartupFailure with argparse's
-    lines for what vLLM refuses."""
+def parse_args(args: list[str], image: str = "") -> dict[str, Any]:
+    """The container's arguments as the image's vLLM reads them (with the Google-only flags
+    its release takes); raises StartupFailure with argparse's lines for what vLLM refuses."""
     try:
-        return vllm_args.parse(args)
+        return vllm_args.parse(args, google_flags=release_of(image).google_flags)
     except vllm_args.ArgsError as err:
         raise StartupFailure(err.lines) from None
 
 
 def _catalog_entry(model_id: str) -> catalog.ModelSpec | None:
-    return next((m for m in catalog.MODELS.values() if m.hf_id == model_id), None)
+    try:  # the catalog's ids and the older Meta ids Google's notebooks deploy under
+        return catalog.get_model(model_id) if "/" in model_id else None
+    except ConfigError:
+        return None
 
 
 def check_engine(values: dict[str, Any], env: dict[str, str], *, gpu_count: int,
@@ -90,8 +94,8 @@ def check_engine(values: dict[str, Any], env: dict[str, str], *, gpu_count: int,
              "outputs or CUDA errors.")
     if served.startswith("gs://"):
         lines.append(log_line("INFO", "launcher", f"Downloading model weights from {served}"))
-    elif served in {m.hf_id for m in catalog.MODELS.values() if m.gated} \
-            and not env.get("HF_TOKEN"):
+    elif (served in {m.hf_id for m in catalog.MODELS.values() if m.gated}
+          or served in catalog.ALIASES) and not env.get("HF_TOKEN"):
         fail("huggingface_hub.errors.GatedRepoError: 401 Client Error. "
              f"Cannot access gated repo for url https://huggingface.co/{served}/resolve/main/"
              f"config.json. Access to model {served} is restricted. You must have access to it "
@@ -156,7 +160,7 @@ def start_replica(container: dict[str, Any], machine: dict[str, Any], *,
     with the lines of a failed start."""
     env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
     args = list(container.get("args") or container.get("command") or [])
-    values = parse_args(args)
+    values = parse_args(args, container.get("imageUri", ""))
     model_id = env.get("MODEL_ID") or values.get("model", "")
     model = _catalog_entry(model_id)
     lines = check_engine(values, env, gpu_count=machine.get("acceleratorCount", 0), model=model)
