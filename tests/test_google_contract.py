@@ -156,3 +156,50 @@ def test_run_files_beyond_256_are_deleted_in_batches(session, emulator):
     nbhelpers.cleanup(session, dry_run=False)
     assert [b.name for b in client.list_blobs(bucket)] == [others]
     assert batch_calls(emulator.storage)[before:] == [100, 100, 57]
+
+
+def _contract_rows():
+    """The contract table's rows as lists of cells (the header and rule rows left out)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "google-contract.md").read_text()
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("| ")]
+    assert rows[0][:2] == ["id", "area"], "the table's header row comes first"
+    return rows[1:], (root / "README.md").read_text()
+
+
+def test_every_contract_row_has_a_source_or_says_assumption():
+    import re
+
+    rows, readme = _contract_rows()
+    assert len(rows) >= 60
+    problems = []
+    for number, row in enumerate(rows, start=1):
+        if len(row) != 6:
+            problems.append(f"row {number}: {len(row)} cells, expected 6: {row[:2]}")
+            continue
+        row_id, _area, behaviour, where, source, read = row
+        if row_id != f"C{number}":
+            problems.append(f"row {number}: id {row_id!r}, expected C{number}")
+        if not behaviour or not where:
+            problems.append(f"{row_id}: behaviour and where may not be empty")
+        if source.lower().startswith("assumption"):
+            if read != "-":
+                problems.append(f"{row_id}: an assumption has no date read, got {read!r}")
+        elif not re.search(r"https://|\.\./shared/docs/|[\w/]+\.(py|json|proto)\b", source):
+            problems.append(f"{row_id}: the source names no page, file or shared doc: "
+                            f"{source[:60]!r}")
+        elif not re.fullmatch(r"(shared docs )?20\d\d-\d\d-\d\d", read):
+            problems.append(f"{row_id}: the date read must be YYYY-MM-DD, got {read!r}")
+        elif "../shared/docs/" in source and "shared docs" not in read and \
+                "https://" not in source and ".py" not in source:
+            problems.append(f"{row_id}: a fact from ../shared/docs says so in its date")
+    assert problems == []
+    assumptions = sum(row[4].lower().startswith("assumption") for row in rows)
+    sourced = len(rows) - assumptions
+    sentence = re.search(r"(\d+) of its (\d+) rows have a source.*?and (\d+) are\s+assumptions",
+                         readme, flags=re.DOTALL)
+    assert sentence, "README states the contract's counts"
+    assert tuple(map(int, sentence.groups())) == (sourced, len(rows), assumptions)
