@@ -25,6 +25,7 @@ _in_process: Any = None  # the emulator this process started, when no URL was gi
 # empty to rehearse credentials without the e-mail scope).
 REHEARSAL_IDENTITY = "rehearsal-user@example.com"
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform", identity.EMAIL_SCOPE)
+_current: Session | None = None  # the latest connect() of this process (see current_session)
 
 
 @dataclass(kw_only=True)
@@ -142,6 +143,7 @@ def connect(
             os.environ["STORAGE_EMULATOR_HOST"] = info["storage_url"]
         if info.get("ca_file"):
             _trust_emulator_certificate(info["ca_file"])
+        os.environ["HF_ENDPOINT"] = url + "/huggingface"  # its stand-in Hugging Face Hub
         aiplatform.init(project=resolved.project, location=resolved.region,
                         api_endpoint=url, api_transport="rest", credentials=credentials,
                         staging_bucket=resolved.files_uri)
@@ -158,4 +160,13 @@ def connect(
         print(f"project={resolved.project} region={resolved.region} "
               f"bucket={resolved.bucket_uri} run_id={resolved.run_id} "
               f"owner={resolved.identity} (label {resolved.owner})")
-    return Session(settings=resolved, credentials=credentials, state=run_state, emulator_url=url)
+    global _current
+    _current = Session(settings=resolved, credentials=credentials, state=run_state,
+                       emulator_url=url)
+    return _current
+
+
+def current_session() -> Session | None:
+    """The session of this kernel's latest connect(), for steps that take no session but read
+    the project (the Hugging Face token from Secret Manager, while planning)."""
+    return _current

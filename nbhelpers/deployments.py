@@ -15,7 +15,7 @@ from typing import Any
 from nbhelpers import catalog, checks, planner, prices, releases, tokens, validate
 from nbhelpers.catalog import ModelSpec
 from nbhelpers.checks import shown
-from nbhelpers.connection import Session
+from nbhelpers.connection import Session, current_session
 from nbhelpers.container import (
     ContainerSpec,
     VllmOptions,
@@ -152,6 +152,7 @@ def plan_deployment(
     container_tag: str = DEFAULT_TAG,
     family: str | None = None,
     ask_for_token: bool = True,
+    hf_token_secret: str = tokens.DEFAULT_SECRET,
     force: bool = False,
     requests: Requests | None = None,
     max_hourly_cost: float | None = None,
@@ -185,6 +186,7 @@ def plan_deployment(
                         ("ask_for_token", ask_for_token), ("force", force)):
         checks.flag(name, value)
     checks.text("container_tag", container_tag)
+    tokens.check_secret_name("hf_token_secret", hf_token_secret)
     image = image_uri(container_tag)
     releases.require_machine_arch(container_tag, hardware.machine_type)
     if spec.modality == "vision":
@@ -204,9 +206,12 @@ def plan_deployment(
             raise ConfigError(f"requests must be nbhelpers.Requests(...) or None, got "
                               f"{shown(requests)} ({type(requests).__name__})")
         requests.check(spec, max_model_len=resolved.max_model_len or spec.max_model_len)
-    # Weights from Cloud Storage need no token: none is read, so none can be stored.
-    token = None if weights_uri else tokens.hf_token(required=spec.gated, model_name=spec.name,
-                                                     ask=ask_for_token)
+    # Weights from Cloud Storage need no token: none is read, so none can be stored. One from
+    # Hugging Face is looked for where the runtime keeps it (Secret Manager: the connected
+    # project's `hf_token_secret`), and the Hub is asked whether it can read the model.
+    token = None if weights_uri else tokens.hf_token(
+        required=spec.gated, model_name=spec.name, ask=ask_for_token, repo_id=spec.hf_id,
+        secret_name=hf_token_secret, project_secrets=current_session())
     container = container_spec(spec, resolved, weights_uri=weights_uri or None, hf_token=token,
                                tag=container_tag)
     return DeploymentPlan(model=spec, hardware=hardware, options=resolved, container=container,

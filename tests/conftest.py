@@ -28,7 +28,7 @@ def env(monkeypatch, tmp_path, emulator):
                  "NBHELPERS_EMULATOR_IDENTITY"):
         monkeypatch.delenv(name, raising=False)
     # connect() sets these for the emulator; monkeypatch restores them after each test.
-    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "STORAGE_EMULATOR_HOST"):
+    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "STORAGE_EMULATOR_HOST", "HF_ENDPOINT"):
         if name in os.environ:
             monkeypatch.setenv(name, os.environ[name])
         else:

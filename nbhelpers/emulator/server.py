@@ -19,10 +19,12 @@ from nbhelpers.emulator.common import ApiError, State
 from nbhelpers.emulator.controls import Controls
 from nbhelpers.emulator.deployments import Deployments
 from nbhelpers.emulator.httpbase import JsonHandler, Server
+from nbhelpers.emulator.huggingface import HubReply, HuggingFaceHub
 from nbhelpers.emulator.identity import TokenInfo
 from nbhelpers.emulator.operations import Operations
 from nbhelpers.emulator.quotas import Quotas
 from nbhelpers.emulator.replica import Replica
+from nbhelpers.emulator.secret_manager import SecretManager
 from nbhelpers.emulator.serving import Proxy, Serving
 from nbhelpers.emulator.setup_apis import SetupApis
 from nbhelpers.emulator.vertex_ai import VertexAI
@@ -45,6 +47,8 @@ class VertexEmulator:
         self.serving = Serving(self.state, self.deployments.replicas)
         self.setup_apis = SetupApis(self.state, self.operations)
         self.token_info = TokenInfo(self.serving.expired_tokens)
+        self.secret_manager = SecretManager(self.state)
+        self.huggingface = HuggingFaceHub(self.state)
         self.controls = Controls(deployments=self.deployments, serving=self.serving,
                                  quotas=self.quotas, logging=self.logging,
                                  describe=self._describe)
@@ -56,7 +60,7 @@ class VertexEmulator:
             (method, re.compile(pattern + r"$"), func)
             for service in (self.vertex_ai, self.deployments, self.serving, self.operations,
                             self.setup_apis, self.quotas, self.logging, self.controls,
-                            self.token_info)
+                            self.token_info, self.secret_manager, self.huggingface)
             for method, pattern, func in service.routes()]
         self.deployments.restart_replicas()
 
@@ -168,6 +172,8 @@ class _Handler(JsonHandler):
                                                    "message": f"Invalid JSON payload: {err}"}})
         if isinstance(result, Proxy):
             return self._proxy(result)
+        if isinstance(result, HubReply):  # the Hugging Face Hub's own error headers
+            return result.send(self)
         self.send_json(200, result)
 
     def _proxy(self, proxy: Proxy) -> None:
