@@ -16,8 +16,14 @@ from typing import Any
 from nbhelpers import checks
 from nbhelpers.limits import LOG_RETENTION_DAYS
 
-KINDS = ("oom", "max_model_len", "hf_auth", "chat_template", "quota", "timeout",
-         "unsupported_model", "bad_request", "other")
+KINDS = ("oom", "max_model_len", "hf_auth", "licence_pending", "chat_template", "quota",
+         "timeout", "unsupported_model", "bad_request", "container_exited", "permission",
+         "region_unavailable", "payload_too_large", "wrong_host", "other")
+
+# How strongly a line names a cause. A root cause anywhere beats a weak signal, and a weak one
+# beats a consequence: the OOM, not the "model server exited" it causes; a gated repository,
+# not the "never became ready" that follows it. Within a tier the earliest line wins.
+ROOT, WEAK, CONSEQUENCE = 0, 1, 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,39 +32,94 @@ class Rule:
     patterns: tuple[str, ...]
     explanation: str
     fix: str
+    tier: int = ROOT
+    # A line counts only if the whole text also matches this (e.g. a bare "401 Client Error"
+    # is Hugging Face's only when its traceback runs through huggingface_hub).
+    context: str = ""
+    # Set on a more specific rule that names the same event as another kind: when both match,
+    # wherever their lines are, the specific one wins (a pending licence is also a gated repo).
+    refines: str = ""
+    deploy_parameters: tuple[tuple[str, Any], ...] = ()
 
 
-# In priority order: the first kind with a matching line is the root cause.
+_HF_TOKEN_FIX = ("Accept the licence on the model's Hugging Face page with the account that owns "
+                 "the token, then set HF_TOKEN to a token with read access (never as a "
+                 "parameter); or deploy the Model Garden copy by setting WEIGHTS_URI to its "
+                 "gs:// path.")
+
+# In order: when one line matches several rules, the first one names it.
 RULES: tuple[Rule, ...] = (
+    Rule(kind="licence_pending", refines="hf_auth", patterns=(
+        r"awaiting a review from the repo'?s? authors",
+        r"pending a review from the repo'?s? authors",
+        r"rejected by the repo'?s? authors",
+        r"request to access (this repo|model).{0,80}(pending|awaiting|rejected)",
+        r"waiting for approval",
+    ),
+        explanation=
+        "The token is fine but the account has not been granted the model yet: the licence "
+        "request on Hugging Face is still pending (Meta reviews them by hand; it can take "
+        "hours, up to a day) or was rejected.",
+        fix=
+        "Check the request at https://huggingface.co/settings/gated-repos and wait for the "
+        "approval e-mail before deploying again; a rejected request must be filed again with "
+        "the details Meta asks for. To deploy now, use the Model Garden copy (accept the EULA "
+        "on the model card) by setting WEIGHTS_URI to its gs:// path: it needs no HF token."),
     Rule(kind="hf_auth", patterns=(
-        r"GatedRepoError", r"gated repo", r"Cannot access gated repo",
+        r"GatedRepoError", r"gated repo", r"Cannot access gated repo", r"is gated\. You must",
         r"40[13] Client Error.*huggingface\.co", r"huggingface\.co.*40[13] Client Error",
-        r"Forbidden for url: https://huggingface\.co", r"Invalid (user )?token",
-        r"is restricted\. You must", r"Repository Not Found for url: https://huggingface",
+        r"(Forbidden|Unauthorized) for url: https://huggingface\.co",
+        r"Status\(40[13].*huggingface\.co", r"Invalid (user )?token",
+        r"is restricted\. You must", r"not in the authorized list",
+        r"Repository Not Found for url: https://huggingface",
     ),
         explanation=
         "The container could not download the weights from Hugging Face: the repository is "
         "gated and the token is missing, wrong, or has not been granted access.",
-        fix=
-        "Accept the licence on the model's Hugging Face page with the account that owns the "
-        "token, then set HF_TOKEN to a token with read access (never as a parameter); or deploy "
-        "the Model Garden copy by setting WEIGHTS_URI to its gs:// path."),
-    Rule(kind="unsupported_model", patterns=(
-        r"[Mm]odel architectures? \[.*\] (are|is) not supported",
-        r"are not supported for now", r"[Uu]nrecognized model in",
-        r"model type `?\w+`? (is )?not (recognized|supported)",
-        r"is not supported by (this version of )?vLLM",
+        fix=_HF_TOKEN_FIX),
+    Rule(kind="hf_auth", patterns=(r"\b40[13] Client Error",),
+         context=r"huggingface|hf_raise_for_status|hf_hub",
+         explanation=
+         "The container could not download the weights from Hugging Face: the repository is "
+         "gated and the token is missing, wrong, or has not been granted access.",
+         fix=_HF_TOKEN_FIX),
+    Rule(kind="container_exited", patterns=(
+        r"Incorrect path_or_model_id: '(gs://|/gcs/)",
+        r"Repo id must .{0,120}: '(gs://|/gcs/)",
+        r"HFValidationError.{0,200}gs://",
     ),
         explanation=
-        "The vLLM inside the container does not support this model's architecture (or could "
-        "not import it).",
+        "vLLM was handed the gs:// path itself and tried to read it as a Hugging Face repo: "
+        "the container's `command` was overridden, which skips the image's launcher that "
+        "downloads gs:// weights before starting vLLM, so the model server exited.",
         fix=
-        "Use a container tag whose vLLM supports the model (Llama 3.2 Vision needs vLLM "
-        "0.6.2-0.10.x), or a model from the catalog."),
+        "Leave the container's command empty and put `python -m vllm.entrypoints.api_server` "
+        "and its flags in the args (as nbhelpers.container_spec does), so the launcher still "
+        "copies the weights from WEIGHTS_URI; or give a Hugging Face id instead of a gs:// "
+        "path."),
+    Rule(kind="permission", patterns=(
+        r"Permission denied on resource", r"PERMISSION_DENIED", r"PermissionDenied: 403",
+        r"Permission '[\w.]+' denied", r"does not have `?\[?storage\.\w+\.\w+",
+        r"does not have [\w.]+ access to", r"AccessDeniedException: 403",
+        r"You need the storage\.\w+\.\w+ permission", r"Forbidden: 403 (GET|POST|PUT)",
+        r"[Tt]he caller does not have permission", r"IAM permission\(s\)",
+    ),
+        explanation=
+        "Google refused the call for lack of an IAM permission: the account running the "
+        "notebook lacks a Vertex AI role, or the service account that serves the model cannot "
+        "read the bucket with the weights (or the project id is wrong).",
+        fix=
+        "Grant roles/aiplatform.user to the account that runs the notebooks, and "
+        "roles/storage.objectViewer on the weights' bucket to the Vertex AI service agent "
+        "(service-PROJECT_NUMBER@gcp-sa-aiplatform.iam.gserviceaccount.com) or to the service "
+        "account the deployment runs as; check that the project id is the one you meant. "
+        "Role changes take a minute or two to apply."),
     Rule(kind="quota", patterns=(
         r"quota metrics exceed quota limits", r"[Qq]uota exceeded", r"quotas are exceeded",
         r"exceeds? (the )?quota", r"Rate of traffic exceeds (serving )?capacity",
         r"custom_model_serving_\w+", r"CustomModelServing\w+PerProjectPerRegion",
+        r"Quota '\w+' exceeded", r"RESOURCE_EXHAUSTED", r"ResourceExhausted: 429",
+        r"quota increase request",
     ),
         explanation=
         "The project has no quota left for these GPUs (or this request rate) in this region.",
@@ -66,6 +127,45 @@ RULES: tuple[Rule, ...] = (
         "Request more 'Custom model serving' GPU quota for this accelerator and region "
         "(IAM & Admin > Quotas), deploy to a region or GPU type with quota, or use fewer GPUs. "
         "For a 429 on traffic, retry with backoff (predict_many does) or add replicas."),
+    Rule(kind="region_unavailable", patterns=(
+        r"does not have enough resources available to fulfill the request",
+        r"ZONE_RESOURCE_POOL_EXHAUSTED", r"STOCKOUT", r"[Rr]esources are insufficient in region",
+        r"(currently )?unavailable in the [\w-]+ (zone|region)",
+        r"not available in the (location|region|zone)", r"[Uu]nsupported region",
+        r"(is )?not supported for machine type", r"features are not compatible for creating",
+        r"(not supported|not available|not offered) in (the )?(region|location)",
+    ),
+        explanation=
+        "The machine type or GPU asked for is not offered here: not in this region (or none "
+        "is free in it right now), or not with this machine type.",
+        fix=
+        "Deploy in a region that offers this GPU (set GOOGLE_CLOUD_REGION, e.g. us-central1 "
+        "or europe-west4, and check quota there), or pick a machine type that comes with this "
+        "accelerator (nbhelpers.hardware lists the pairs); for a stock-out, retry later or try "
+        "another region."),
+    Rule(kind="unsupported_model", patterns=(
+        r"[Mm]odel architectures? \[.*\] (are|is) not supported",
+        r"are not supported for now", r"[Uu]nrecognized model in",
+        r"model type `?\w+`? (is )?not (recognized|supported)",
+        r"is not supported by (this version of )?vLLM", r"failed to be inspected",
+        r"Error in inspecting model architecture", r"_raise_for_unsupported",
+        r"has model type `\w+` but Transformers does not recognize",
+        r"does not recognize this architecture",
+    ),
+        explanation=
+        "The vLLM inside the container does not support this model's architecture (or could "
+        "not import it).",
+        fix=
+        "Use a container tag whose vLLM supports the model (Llama 3.2 Vision needs vLLM "
+        "0.6.2-0.10.x), or a model from the catalog."),
+    Rule(kind="unsupported_model", patterns=(r"KeyError: '\w+'",),
+         context=r"CONFIG_MAPPING|configuration_auto|model_type",
+         explanation=
+         "The transformers inside the container does not know this model type (too old a "
+         "release for the model).",
+         fix=
+         "Use a container tag whose vLLM and transformers support the model (Llama 3.2 Vision "
+         "needs vLLM 0.6.2-0.10.x), or a model from the catalog."),
     Rule(kind="oom", patterns=(
         r"OutOfMemoryError", r"CUDA out of memory", r"CUDA error: out of memory",
         r"No available memory for the cache blocks", r"\bOOM\b", r"out of memory",
@@ -81,7 +181,7 @@ RULES: tuple[Rule, ...] = (
         r"in KV cache",
         r"To serve at least one request with the models?'s max seq len",
         r"estimated maximum model length is \d+",
-        r"larger than the available KV cache memory",
+        r"larger than the available KV cache memory", r"KV cache is needed, which is larger",
         r"is greater than the derived max_model_len",
     ),
         explanation=
@@ -93,33 +193,107 @@ RULES: tuple[Rule, ...] = (
     Rule(kind="chat_template", patterns=(
         r"default chat template is no longer allowed", r"chat_template is not set",
         r"ChatTemplateResolutionError", r"does not define one", r"no chat template",
+        r"Chat template error",
     ),
         explanation=
         "Chat completions need a chat template, and base (non-Instruct) Llama models have none.",
         fix=
         "Deploy the Instruct variant for chat, or send a plain prompt through predict()."),
+    Rule(kind="payload_too_large", patterns=(
+        r"Request payload size exceeds the limit", r"Payload Too Large",
+        r"Request Entity Too Large", r"request_too_large",
+        r"Request exceeds the maximum (allowed number of bytes|size)",
+        r"exceeds max allowed file size", r"maximum request size",
+        r"(status|code|HTTP|Error)\W{0,4}413\b",
+    ),
+        explanation=
+        "The request body is larger than the endpoint accepts; nothing reached the model. "
+        "Shared endpoints take smaller predict payloads than dedicated ones.",
+        fix=
+        "Send less per call: smaller or fewer images (resize, or JPEG instead of PNG), a "
+        "shorter prompt, fewer instances per predict; or deploy with DEDICATED_ENDPOINT=True, "
+        "whose payload limit is larger.",
+        deploy_parameters=(("DEDICATED_ENDPOINT", True),)),
+    Rule(kind="wrong_host", patterns=(r"Streaming is not supported on the shared",),
+         explanation=
+         "Streaming (and long requests) are served by dedicated endpoints only, and this "
+         "endpoint is a shared one.",
+         fix=
+         "Deploy with DEDICATED_ENDPOINT=True to stream, or call without stream=True.",
+         deploy_parameters=(("DEDICATED_ENDPOINT", True),)),
+    Rule(kind="wrong_host", patterns=(
+        r"Dedicated Endpoint cannot be accessed through the shared",
+        r"dedicated endpoint via CloudESF", r"cannot be accessed through the (Vertex AI API|"
+        r"shared)", r"access the endpoint using its dedicated (dns|domain) name",
+        r"only supported on dedicated endpoints", r"is not a dedicated endpoint",
+        r"(Cannot connect to host|Could not resolve host:?) \S*prediction\.vertexai\.goog",
+        r"prediction\.vertexai\.goog\S* .{0,60}(Name or service not known|nodename nor "
+        r"servname|getaddrinfo failed)",
+        r"Received http2 header with status: 404",
+        r"unexpected HTTP status code received from server: 404",
+    ),
+        explanation=
+        "The request went to the wrong host for this endpoint: a dedicated endpoint answers "
+        "only on its own DNS name (ENDPOINT_ID.REGION-PROJECT_NUMBER.prediction.vertexai.goog) "
+        "and refuses the shared REGION-aiplatform.googleapis.com, a shared endpoint has no "
+        "dedicated name, and a client without the regional host reaches no endpoint at all.",
+        fix=
+        "Call the endpoint through nbhelpers (predict, chat_client), which reads the "
+        "endpoint's dedicated_endpoint_dns and picks the host; by hand, use "
+        "endpoint.gca_resource.dedicated_endpoint_dns for a dedicated endpoint and "
+        "REGION-aiplatform.googleapis.com (client_options api_endpoint) for a shared one."),
     Rule(kind="bad_request", patterns=(
         r"maximum context length is \d+ tokens", r"max_tokens must be at least",
-        r"is too long and exceeds limit", r"Request payload size exceeds the limit",
-        r"At most \d+ image\(s\) may be provided", r"\b400\b.*INVALID_ARGUMENT",
-        r"InvalidArgument: 400", r"Invalid JSON payload",
+        r"is too long and exceeds limit", r"At most \d+ image\(s\) may be provided",
+        r"\b400\b.*INVALID_ARGUMENT", r"InvalidArgument: 400", r"Invalid JSON payload",
+        r"However, you requested \d+ tokens", r"is too large: \d+\. This model",
+        r"Prompt length of \d+ is longer than the maximum model length",
+        r"tokens exceed n_ctx", r"exceeds the pre-allocated encoder cache size",
     ),
         explanation=
         "The server refused this request as malformed or too large; the deployment is fine.",
         fix=
-        "Shorten the prompt or lower max_tokens so prompt + completion fit max_model_len; keep "
-        "predict payloads under 1.5 MB (smaller images); send one image per request."),
-    Rule(kind="timeout", patterns=(
+        "Shorten the prompt or lower max_tokens so prompt + completion fit max_model_len; "
+        "send one image per request, smaller images."),
+    Rule(kind="other", patterns=(r"NCCL error",),
+         explanation=
+         "The GPUs' collective communication (NCCL) failed while the engine started.",
+         fix=
+         "A broken multi-GPU start: retry, use fewer GPUs (tensor_parallel_size), or a "
+         "machine whose GPUs are connected (a3/a2 rather than g2 for large tensor parallel)."),
+    Rule(kind="timeout", tier=WEAK, patterns=(
         r"DEADLINE_EXCEEDED", r"Deadline Exceeded", r"Deadline of [\d.]+s exceeded",
         r"[Dd]eadline exceeded", r"[Tt]ook too long", r"timed out", r"504 Gateway Time-?out",
-        r"ReadTimeout", r"deployment timed out",
+        r"ReadTimeout", r"APITimeoutError", r"deployment timed out",
     ),
         explanation=
-        "The request (or the deployment) ran past its time limit: online predictions are cut "
-        "off after about 60 seconds.",
+        "The request (or the deployment) ran past its time limit: online predictions on a "
+        "shared endpoint are cut off after about 60 seconds.",
         fix=
-        "Lower max_tokens, stream the reply (chat with stream=True), or split the work; for "
-        "deployments, wait longer (large models take up to an hour) and read the logs."),
+        "Lower max_tokens, stream the reply (chat with stream=True on a dedicated endpoint), "
+        "or split the work; for deployments, wait longer (large models take up to an hour) "
+        "and read the logs."),
+    Rule(kind="container_exited", tier=CONSEQUENCE, patterns=(
+        r"Model server (exited unexpectedly|never became ready|terminated)",
+        r"model server container terminated", r"Engine core initialization failed",
+        r"Engine process failed to start", r"EngineCore failed to start",
+        r"container failed to start and listen on the port",
+        r"is not ready and cannot serve traffic",
+        r"Readiness [Pp]robe.{0,40}(failed|failure threshold)",
+        r"Back-off restarting failed container", r"CrashLoopBackOff",
+        r"health check \S+ never passed",
+    ),
+        explanation=
+        "The model server exited (or never answered its health check) and its logs name no "
+        "earlier cause. Often the container's `command` was overridden, which skips the "
+        "image's launcher (it downloads gs:// weights); otherwise the cause is in the "
+        "container's first log lines, before the exit.",
+        fix=
+        "Read the container's first log lines (this notebook shows the newest 50; raise "
+        "LOG_LINES). Keep the container command empty and vLLM's module and flags in args (as "
+        "nbhelpers.container_spec does); check WEIGHTS_URI exists and the deployment's "
+        "service account can read it; redeploy once with the same settings to rule out a "
+        "transient failure."),
 )
 
 OTHER = Rule(
@@ -130,6 +304,8 @@ OTHER = Rule(
 )
 _GENERIC = re.compile(r"Model server (exited unexpectedly|never became ready)|Traceback|"
                       r"Error|ERROR|failed", re.IGNORECASE)
+_COMPILED = {id(rule): ([re.compile(p) for p in rule.patterns],
+                        re.compile(rule.context) if rule.context else None) for rule in RULES}
 
 
 @dataclass(kw_only=True)
@@ -177,23 +353,45 @@ def _suggest(kind: str, details: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _hits(rule: Rule, lines: list[str], text: str) -> list[int]:
+    patterns, context = _COMPILED[id(rule)]
+    if context is not None and not context.search(text):
+        return []
+    return [i for i, line in enumerate(lines) if any(p.search(line) for p in patterns)]
+
+
+def _root_cause(lines: list[str], text: str) -> tuple[Rule, list[int]] | None:
+    """The rule that names the root cause and the lines it matched: the strongest tier, in
+    it the earliest line (ties on one line go to the earlier rule), then any refinement."""
+    matched = [(rule, hits) for rule in RULES if (hits := _hits(rule, lines, text))]
+    if not matched:
+        return None
+    order = {id(rule): n for n, rule in enumerate(RULES)}
+    rule, hits = min(matched, key=lambda m: (m[0].tier, m[1][0], order[id(m[0])]))
+    for specific, specific_hits in matched:
+        if specific.refines == rule.kind:
+            return specific, specific_hits
+    return rule, hits
+
+
 def diagnose_text(text: str, *, max_evidence: int = 3) -> Diagnosis:
     """Classifies log or error text; the evidence is the lines that matched the root cause."""
     # Error text may quote a token: it is read, never echoed by a refusal, and evidence is
     # redacted where it is shown (diagnose_endpoint, the debugging notebook).
     checks.text("text", "" if text is None else text, empty_ok=True, secret_ok=True)
     checks.whole("max_evidence", max_evidence, low=1, high=100)
-    lines = [line.rstrip() for line in (text or "").splitlines() if line.strip()]
-    for rule in RULES:
-        compiled = [re.compile(p) for p in rule.patterns]
-        hits = [line for line in lines if any(p.search(line) for p in compiled)]
-        if hits:
-            details = _details(rule.kind, text)
-            return Diagnosis(kind=rule.kind, evidence=_unique(hits)[:max_evidence],
-                             explanation=rule.explanation, fix=rule.fix, details=details,
-                             deploy_parameters=_suggest(rule.kind, details))
-    hits = [line for line in lines if _GENERIC.search(line)] or lines[-1:]
-    return Diagnosis(kind=OTHER.kind, evidence=_unique(hits)[-max_evidence:],
+    text = text or ""
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    found = _root_cause(lines, text)
+    if found is not None:
+        rule, hits = found
+        details = _details(rule.kind, text)
+        suggested = _suggest(rule.kind, details) or dict(rule.deploy_parameters)
+        return Diagnosis(kind=rule.kind, evidence=_unique([lines[i] for i in hits])[:max_evidence],
+                         explanation=rule.explanation, fix=rule.fix, details=details,
+                         deploy_parameters=suggested)
+    hits_ = [line for line in lines if _GENERIC.search(line)] or lines[-1:]
+    return Diagnosis(kind=OTHER.kind, evidence=_unique(hits_)[-max_evidence:],
                      explanation=OTHER.explanation, fix=OTHER.fix)
 
 

@@ -5,45 +5,55 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 
 import nbhelpers
+from benchmarks import diagnosis_accuracy as accuracy
 from nbhelpers.diagnose import KINDS, diagnose_text
+from nbhelpers.emulator.startup import PLATFORM_CAUSES, SEEDED_CAUSES
 from nbhelpers.errors import DeploymentError
 from nbhelpers.run_config import RunConfig
 from nbhelpers.runner import run
 from tests.conftest import FAKE_TOKEN
 
-DATA = Path(__file__).parent / "data" / "error_excerpts.json"
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+EXCERPTS = accuracy.load_excerpts()
 
 
-def test_accuracy_on_real_excerpts():
-    excerpts = json.loads(DATA.read_text())["excerpts"]
-    per_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    misses = []
-    for excerpt in excerpts:
-        assert excerpt["source"].startswith("https://github.com/") and excerpt["text"]
-        got = diagnose_text(excerpt["text"])
-        per_kind[excerpt["kind"]][1] += 1
-        if got.kind == excerpt["kind"]:
-            per_kind[excerpt["kind"]][0] += 1
-            assert got.evidence and all(line in excerpt["text"] for line in got.evidence)
-        else:
-            misses.append((excerpt["source"], excerpt["kind"], got.kind))
-    total = sum(n for _, n in per_kind.values())
-    right = sum(r for r, _ in per_kind.values())
-    print(f"\ndiagnose_text accuracy: {right}/{total} = {right / total:.1%}")
-    for kind in KINDS:
-        r, n = per_kind[kind]
-        print(f"  {kind:<18} {r}/{n}")
-    for miss in misses:
-        print("  miss:", *miss)
-    assert set(per_kind) == set(KINDS) and all(n >= 4 for _, n in per_kind.values())
-    assert right / total >= 0.9
+def _of(kind: str) -> list[str]:
+    return [e["text"] for e in EXCERPTS if e["kind"] == kind]
+
+
+def test_the_data_set_is_real_cited_and_split_once_by_thread():
+    by_thread: dict[str, set[str]] = defaultdict(set)
+    for excerpt in EXCERPTS:
+        assert excerpt["kind"] in KINDS and excerpt["split"] in accuracy.SPLITS
+        assert excerpt["text"].strip() and excerpt["source"].strip()
+        by_thread[excerpt.get("thread", excerpt["source"])].add(excerpt["split"])
+    assert all(len(sides) == 1 for sides in by_thread.values())  # a thread is on one side
+    counts = Counter((e["kind"], e["split"]) for e in EXCERPTS)
+    for kind in set(KINDS) - {"other"}:
+        assert counts[(kind, "development")] + counts[(kind, "held_out")] >= 10, kind
+        assert counts[(kind, "held_out")] >= 2, kind
+
+
+def test_accuracy_on_real_excerpts_held_out():
+    """The held-out split was fixed before the rules were written and is never tuned on: it is
+    the figure to report. Development misses are listed to tune on; held-out ones are not."""
+    report = accuracy.score(EXCERPTS)
+    table = report.table()
+    print("\ndiagnose_text accuracy, per kind and split:\n" + table)
+    for miss in report.misses:
+        if miss["split"] == "development":
+            print(f"  development miss: {miss['kind']} -> {miss['got']}  {miss['source']}")
+    held_out = report.overall("held_out")
+    assert held_out.rate >= 0.9, table
+    weak = {kind: str(report.per_kind[(kind, "held_out")]) for kind in report.kinds()
+            if report.per_kind[(kind, "held_out")].rate < 0.8}
+    assert not weak, f"held-out kinds under 80%: {weak}\n{table}"
 
 
 @pytest.mark.parametrize("text, kind", [
@@ -53,14 +63,58 @@ def test_accuracy_on_real_excerpts():
      "last):\nRuntimeError: Engine process failed to start", "hf_auth"),
     ("google.api_core.exceptions.ServiceUnavailable: 503 Took too long to respond.", "timeout"),
     ("google.api_core.exceptions.InvalidArgument: 400 Request payload size exceeds the limit: "
-     "1572864 bytes.", "bad_request"),
+     "1572864 bytes.", "payload_too_large"),
     ("openai.BadRequestError: Error code: 400 - At most 1 image(s) may be provided in one "
      "request.", "bad_request"),
     ("Model server exited unexpectedly. Model server logs can be found at https://console",
-     "other"),
+     "container_exited"),
+    ("RuntimeError: NCCL error: unhandled system error\nRuntimeError: Engine process failed to "
+     "start. See stack trace for the root cause", "other"),
+    ("no recognisable failure in these lines", "other"),
 ])
 def test_the_root_cause_wins(text, kind):
     assert diagnose_text(text).kind == kind
+
+
+# The exits that follow a root cause, as users' logs show them (none names a cause itself).
+_CONSEQUENCES = [text for text in _of("container_exited") if "gs://" not in text]
+
+
+@pytest.mark.parametrize("root", ["oom", "max_model_len", "hf_auth", "licence_pending",
+                                  "unsupported_model", "permission", "region_unavailable",
+                                  "quota"])
+def test_root_cause_first_in_multi_error_logs(root):
+    """Each excerpt of a start-up root cause, followed by each real exit or never-ready
+    excerpt (the order a log has them), is named by the root cause, with its own evidence."""
+    causes = _of(root)
+    assert causes and _CONSEQUENCES
+    for cause in causes:
+        alone = diagnose_text(cause)
+        if alone.kind != root:  # a miss of the excerpt itself is the accuracy test's to count
+            continue
+        for exit_text in _CONSEQUENCES:
+            got = diagnose_text(cause + "\n" + exit_text)
+            assert got.kind == root, (cause[:80], exit_text[:80], got.kind)
+            assert all(line in cause for line in got.evidence)
+
+
+def test_the_earliest_of_two_root_causes_wins():
+    gated, oom = _of("hf_auth")[0], _of("oom")[0]
+    assert diagnose_text(gated + "\n" + oom).kind == "hf_auth"
+    assert diagnose_text(oom + "\n" + gated).kind == "oom"
+    # A pending licence is the same gated-repo failure, named more precisely: it wins wherever
+    # its line is (Hugging Face prints "gated repo" first, the review state after).
+    pending = next(t for t in _of("licence_pending") if "awaiting a review" in t)
+    assert diagnose_text("OSError: You are trying to access a gated repo.\n" + pending).kind \
+        == "licence_pending"
+
+
+def test_a_command_override_is_named_as_the_cause_of_the_exit():
+    override = next(t for t in _of("container_exited") if "gs://" in t)
+    got = diagnose_text(override + "\n" + _CONSEQUENCES[0])
+    assert got.kind == "container_exited" and "command" in got.explanation
+    plain = diagnose_text(_CONSEQUENCES[0])
+    assert plain.kind == "container_exited" and "no earlier cause" in plain.explanation
 
 
 def test_numbers_become_deploy_parameters():
@@ -79,29 +133,68 @@ def test_numbers_become_deploy_parameters():
     assert "MAX_NUM_SEQS" in oom.deploy_parameters
 
 
-def _seed(emulator, cause: str) -> None:
-    request = urllib.request.Request(f"{emulator.url}/emulator/fail-next-deploy",
-                                     json.dumps({"cause": cause}).encode(),
+def _seed(emulator, cause: str, route: str = "fail-next-deploy", **extra: str) -> None:
+    request = urllib.request.Request(f"{emulator.url}/emulator/{route}",
+                                     json.dumps({"cause": cause, **extra}).encode(),
                                      {"Content-Type": "application/json"})
     urllib.request.urlopen(request).close()
 
 
-@pytest.mark.parametrize("cause, model", [
-    ("oom", "Llama-3.2-11B-Vision-Instruct"), ("max_model_len", "Llama-3.1-8B-Instruct"),
-    ("hf_auth", "Llama-3.1-8B"), ("quota", "Llama-3.1-70B-Instruct"),
-    ("unsupported_model", "Llama-3.2-90B-Vision"),
+WEIGHTS = "gs://my-weights/llama-3.1-8b-instruct"
+
+
+@pytest.mark.parametrize("cause, model, weights", [
+    ("oom", "Llama-3.2-11B-Vision-Instruct", ""), ("max_model_len", "Llama-3.1-8B-Instruct", ""),
+    ("hf_auth", "Llama-3.1-8B", ""), ("licence_pending", "Llama-3.1-8B-Instruct", ""),
+    ("quota", "Llama-3.1-70B-Instruct", ""), ("region_unavailable", "Llama-3.1-70B-Instruct", ""),
+    ("unsupported_model", "Llama-3.2-90B-Vision", ""),
+    ("permission", "Llama-3.1-8B-Instruct", WEIGHTS),
+    ("container_exited", "Llama-3.1-8B-Instruct", WEIGHTS),  # the command-override story
+    ("container_exited", "Llama-3.1-8B-Instruct", ""),  # an exit with little in the logs
 ])
-def test_diagnose_endpoint_reads_cloud_logging(session, env, emulator, cause, model):
+def test_diagnose_endpoint_names_every_seeded_deploy_failure(session, env, emulator, cause,
+                                                             model, weights):
+    """Every start-up failure the emulator can seed, diagnosed the way the debugging notebook
+    does (diagnose_endpoint: the endpoint, its Cloud Logging lines, the recorded error)."""
+    assert cause in SEEDED_CAUSES
     env.setenv("HF_TOKEN", FAKE_TOKEN)
     _seed(emulator, cause)
     with pytest.raises(DeploymentError):
-        nbhelpers.deploy(session, nbhelpers.plan_deployment(model, ask_for_token=False))
+        nbhelpers.deploy(session, nbhelpers.plan_deployment(model, weights_uri=weights,
+                                                            ask_for_token=False))
     report = nbhelpers.diagnose_endpoint(session)  # the run's most recent deployment
     assert report.diagnosis.kind == cause, report.diagnosis
-    assert report.deployed_models == [] and not report.healthy
-    if cause != "quota":  # a quota refusal starts no container: the platform error says it
+    assert report.diagnosis.fix and report.deployed_models == [] and not report.healthy
+    if cause not in PLATFORM_CAUSES:  # a platform refusal starts no container: its error says it
         assert report.log_lines and report.diagnosis.evidence[0] in report.log_lines
     assert FAKE_TOKEN not in str(report.diagnosis) + "".join(report.log_lines)
+
+
+def test_refused_requests_are_diagnosed(session, env, emulator):
+    """Request-time failures: the endpoint's own refusal of a predict body over the shared
+    endpoint's limit, and (seeded, in Google's words) a dedicated endpoint called through the
+    shared host; the SDK's exception text is what a user pastes into the notebook."""
+    from google.api_core.exceptions import GoogleAPICallError
+    from google.cloud import aiplatform
+
+    from nbhelpers.limits import PREDICT_PAYLOAD_BYTES
+
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    deployment = nbhelpers.deploy(session, nbhelpers.plan_deployment(
+        "Llama-3.2-1B-Instruct", ask_for_token=False))
+    endpoint = aiplatform.Endpoint(deployment.endpoint_id)
+    with pytest.raises(GoogleAPICallError) as too_large:
+        endpoint.predict(instances=[{"prompt": "x" * PREDICT_PAYLOAD_BYTES}])
+    payload = diagnose_text(str(too_large.value))
+    assert payload.kind == "payload_too_large", too_large.value
+    assert payload.deploy_parameters == {"DEDICATED_ENDPOINT": True}
+    _seed(emulator, "wrong_host", route="fail-next-request", endpoint=deployment.endpoint_id,
+          region=session.settings.region)
+    with pytest.raises(GoogleAPICallError) as shared_host:
+        endpoint.predict(instances=[{"prompt": "Hi"}])
+    host = diagnose_text(str(shared_host.value))
+    assert host.kind == "wrong_host" and "dedicated_endpoint_dns" in host.fix, shared_host.value
+    assert endpoint.predict(instances=[{"prompt": "Hi"}]).predictions  # one call was refused
 
 
 def test_base_model_chat_leaves_a_log_line_to_diagnose(session, env):
@@ -123,6 +216,9 @@ def test_base_model_chat_leaves_a_log_line_to_diagnose(session, env):
     ("oom", "Llama-3.2-11B-Vision-Instruct", "MAX_NUM_SEQS"),
     ("hf_auth", "Llama-3.1-8B-Instruct", "HF_TOKEN"),
     ("quota", "Llama-3.1-70B-Instruct", "quota"),
+    ("licence_pending", "Llama-3.1-8B-Instruct", "gated-repos"),
+    ("region_unavailable", "Llama-3.1-70B-Instruct", "GOOGLE_CLOUD_REGION"),
+    ("container_exited", "Llama-3.1-8B-Instruct", "`command` was overridden"),
 ])
 def test_debugging_notebook_names_cause_and_fix(tmp_path, env, emulator, cause, model,
                                                 expected):
@@ -130,8 +226,10 @@ def test_debugging_notebook_names_cause_and_fix(tmp_path, env, emulator, cause, 
     env.setenv("HF_TOKEN", FAKE_TOKEN)
     session = nbhelpers.connect(run_id="dbg", quiet=True)
     _seed(emulator, cause)
+    weights = WEIGHTS if cause == "container_exited" else ""
     with pytest.raises(DeploymentError):
-        nbhelpers.deploy(session, nbhelpers.plan_deployment(model, ask_for_token=False))
+        nbhelpers.deploy(session, nbhelpers.plan_deployment(model, weights_uri=weights,
+                                                            ask_for_token=False))
     report = run(RunConfig(NOTEBOOKS, tmp_path, run_id="dbg", only=("04",), keep=True,
                            progress=False, environment={"NBHELPERS_EMULATOR_URL": emulator.url}))
     debug = report.runs[0]
@@ -150,6 +248,27 @@ def test_pasted_error_text(tmp_path, emulator):
                                        "exceed quota limits: aiplatform.googleapis.com/"
                                        "custom_model_serving_nvidia_h100_gpus"}))
     assert report.runs[0].ok and report.runs[0].results == {"diagnosis": "quota"}
+
+
+@pytest.mark.notebooks
+def test_debugging_notebook_names_a_refused_request(tmp_path, session, env, emulator):
+    """A request-time failure has no deployment to read: the user pastes the exception."""
+    from google.api_core.exceptions import GoogleAPICallError
+    from google.cloud import aiplatform
+
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    deployment = nbhelpers.deploy(session, nbhelpers.plan_deployment(
+        "Llama-3.2-1B-Instruct", ask_for_token=False))
+    _seed(emulator, "wrong_host", route="fail-next-request", endpoint=deployment.endpoint_id,
+          region=session.settings.region)
+    with pytest.raises(GoogleAPICallError) as refused:
+        aiplatform.Endpoint(deployment.endpoint_id).predict(instances=[{"prompt": "Hi"}])
+    report = run(RunConfig(NOTEBOOKS, tmp_path, run_id="paste", only=("04",), keep=True,
+                           progress=False, environment={"NBHELPERS_EMULATOR_URL": emulator.url},
+                           parameters={"ERROR_TEXT": str(refused.value)}))
+    assert report.runs[0].ok and report.runs[0].results == {"diagnosis": "wrong_host"}
+    text = (tmp_path / "paste" / "04_debugging.ipynb").read_text()
+    assert "cause: wrong_host" in text and "dedicated_endpoint_dns" in text
 
 
 def test_the_logs_of_a_deployment_that_failed_days_ago_are_read(session, emulator):

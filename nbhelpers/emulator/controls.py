@@ -7,10 +7,22 @@ from collections.abc import Callable
 from typing import Any
 
 from nbhelpers.emulator.cloud_logging import CloudLogging
-from nbhelpers.emulator.common import Route
+from nbhelpers.emulator.common import ApiError, Route
 from nbhelpers.emulator.deployments import Deployments
 from nbhelpers.emulator.quotas import Quotas
 from nbhelpers.emulator.serving import Serving
+from nbhelpers.limits import PREDICT_PAYLOAD_BYTES
+
+# Refusals of one serving call, for rehearsing the debugging notebook on request-time failures
+# (POST /emulator/fail-next-request). The wording is Google's: the dedicated-endpoint refusal as
+# quoted in yanolja/ogem#110 (2025-04), the payload limit as quoted in python-docs-samples#1247.
+REQUEST_CAUSES: dict[str, tuple[int, str]] = {
+    "wrong_host": (400, "Dedicated Endpoint cannot be accessed through the shared Vertex AI domain "
+                   "aiplatform.googleapis.com. Please access the endpoint using its dedicated "
+                   "domain name '{endpoint}.{region}-000000000000.prediction.vertexai.goog'"),
+    "payload_too_large": (400, "Request payload size exceeds the limit: "
+                          f"{PREDICT_PAYLOAD_BYTES} bytes."),
+}
 
 
 class Controls:
@@ -28,6 +40,7 @@ class Controls:
             ("GET", r"/emulator/info", self.info),
             ("POST", r"/emulator/faults", self.inject_fault),
             ("POST", r"/emulator/fail-next-deploy", self.seed_failure),
+            ("POST", r"/emulator/fail-next-request", self.seed_request_failure),
             ("POST", r"/emulator/expired-tokens", self.expire_token),
             ("GET", r"/emulator/logs/(?P<eid>[^/]+)", self.endpoint_logs),
         ]
@@ -46,6 +59,18 @@ class Controls:
 
     def seed_failure(self, body: dict[str, Any], **_: Any) -> dict[str, Any]:
         return {"seeded": self.deployments.seed_failure(str(body.get("cause", "")))}
+
+    def seed_request_failure(self, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """The next serving call is refused with `cause`'s words (see REQUEST_CAUSES)."""
+        cause = str(body.get("cause", ""))
+        if cause not in REQUEST_CAUSES:
+            raise ApiError(400, f"unknown cause {cause!r}; choose one of "
+                           f"{sorted(REQUEST_CAUSES)}")
+        status, message = REQUEST_CAUSES[cause]
+        endpoint, region = str(body.get("endpoint", "ENDPOINT_ID")), str(body.get("region",
+                                                                               "REGION"))
+        return {"faults": self.serving.inject_fault(
+            status, 1, message.format(endpoint=endpoint, region=region))}
 
     def expire_token(self, body: dict[str, Any], **_: Any) -> dict[str, Any]:
         self.serving.expire_token(str(body["token"]))

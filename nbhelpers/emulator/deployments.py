@@ -13,6 +13,7 @@ from nbhelpers.emulator.common import V1, ApiError, Route, State, now
 from nbhelpers.emulator.operations import Operations
 from nbhelpers.emulator.replica import Replica
 from nbhelpers.emulator.startup import (
+    PLATFORM_CAUSES,
     SEEDED_CAUSES,
     QuotaFailure,
     StartupFailure,
@@ -134,8 +135,8 @@ class Deployments:
         with self.state.lock:
             seeded = self.seeded_failures.pop(0) if self.seeded_failures else None
         try:
-            if seeded == "quota":
-                raise QuotaFailure(machine)
+            if seeded in PLATFORM_CAUSES:
+                raise QuotaFailure(machine, cause=seeded, region=endpoint_name.split("/")[3])
             if seeded:
                 raise StartupFailure(
                     seeded_failure_lines(seeded, model["containerSpec"], machine))

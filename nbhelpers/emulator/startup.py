@@ -22,7 +22,11 @@ from nbhelpers.errors import ConfigError
 from nbhelpers.hardware import ACCELERATORS
 from nbhelpers.releases import release_of
 
-SEEDED_CAUSES = ("oom", "max_model_len", "hf_auth", "quota", "unsupported_model")
+# Failures the emulator can seed for the next deployment (POST /emulator/fail-next-deploy):
+# the container's own start-up failures, and the platform's refusals to schedule it at all.
+SEEDED_CAUSES = ("oom", "max_model_len", "hf_auth", "licence_pending", "quota",
+                 "region_unavailable", "unsupported_model", "container_exited", "permission")
+PLATFORM_CAUSES = ("quota", "region_unavailable")
 _UNKNOWN_GPU_GIB = 22.05  # seeded OOM text for a GPU the hardware table lacks: an L4's
 
 
@@ -35,13 +39,21 @@ class StartupFailure(Exception):
 
 
 class QuotaFailure(Exception):
-    """The platform refuses to schedule the replica: no serving quota for its GPUs."""
+    """The platform refuses to schedule the replica: no serving quota for its GPUs, or (cause
+    region_unavailable) none of them free in the region, in the words Google uses for both."""
 
-    def __init__(self, machine: dict[str, Any]):
-        gpu = str(machine.get("acceleratorType", "")).lower()
+    def __init__(self, machine: dict[str, Any], *, cause: str = "quota", region: str = ""):
+        gpu = str(machine.get("acceleratorType", ""))
+        if cause == "region_unavailable":
+            super().__init__(
+                f"The region {region or 'of this endpoint'} does not have enough resources "
+                "available to fulfill the request. Please try again later. (requested: "
+                f"{machine.get('acceleratorCount', 0)} x {gpu} on "
+                f"{machine.get('machineType', '')})")
+            return
         super().__init__(
             "The following quota metrics exceed quota limits: aiplatform.googleapis.com/"
-            f"custom_model_serving_{gpu}_gpus")
+            f"custom_model_serving_{gpu.lower()}_gpus")
 
 
 def parse_args(args: list[str], image: str = "") -> dict[str, Any]:
@@ -217,6 +229,29 @@ def seeded_failure_lines(cause: str, container: dict[str, Any],
                 f"repo for url https://huggingface.co/{name}/resolve/main/config.json. Access "
                 f"to model {name} is restricted. You must have access to it and be "
                 "authenticated to access it. Please log in."]
+    exited = log_line("ERROR", "launcher", "Model server exited unexpectedly")
+    if cause == "licence_pending":  # Hugging Face's 403 while Meta has not approved the request
+        return [*start, "Traceback (most recent call last):",
+                "huggingface_hub.errors.GatedRepoError: 403 Client Error. Cannot access gated "
+                f"repo for url https://huggingface.co/{name}/resolve/main/config.json. Your "
+                f"request to access model {name} is awaiting a review from the repo authors.",
+                exited]
+    if cause == "permission":  # the launcher's copy of gs:// weights, refused by IAM
+        bucket = name[5:].split("/")[0] if name.startswith("gs://") else "the weights bucket"
+        return [start[0], log_line("INFO", "launcher", f"Downloading model weights from {name}"),
+                "AccessDeniedException: 403 service-000000000000@gcp-sa-aiplatform.iam."
+                "gserviceaccount.com does not have storage.objects.list access to the Google "
+                f"Cloud Storage bucket. Permission 'storage.objects.list' denied on resource "
+                f"(or it may not exist). ({bucket})", exited]
+    if cause == "container_exited":
+        if name.startswith("gs://"):  # a `command` override skipped the launcher's download
+            return [*start, "Traceback (most recent call last):",
+                    f"OSError: Incorrect path_or_model_id: '{name}'. Please provide either the "
+                    "path to a local folder or the repo_id of a model on the Hub.",
+                    "huggingface_hub.errors.HFValidationError: Repo id must be in the form "
+                    f"'repo_name' or 'namespace/repo_name': '{name}'. Use `repo_type` argument "
+                    "if needed.", exited]
+        return [*start, exited]  # exited with little in the logs
     return [*start, "Traceback (most recent call last):",
             "ValueError: Model architectures ['MllamaForConditionalGeneration'] are not "
             "supported for now. Supported architectures: ['LlamaForCausalLM', ...]"]
