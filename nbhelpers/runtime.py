@@ -13,6 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from urllib.parse import quote
 
 COLAB, COLAB_ENTERPRISE, OTHER = "Colab", "Colab Enterprise", "Jupyter"
 # Colab Enterprise runtimes say so in VERTEX_PRODUCT: google-cloud-aiplatform reads it
@@ -37,6 +38,18 @@ make_ready(NBHELPERS_VERSION, installed_before=installed_before)"""
 def first_cell(version: str, repository: str) -> str:
     """The source of every notebook's first code cell, for this release and repository."""
     return _FIRST_CELL.format(version=version, repository=repository.rstrip("/"))
+
+
+def colab_enterprise_url(repository: str, version: str, notebook: str) -> str:
+    """The console link that opens `notebook` (a path in the repository) of this release in
+    Colab Enterprise: the import route takes the file's raw URL with its slashes escaped, as
+    GoogleCloudPlatform's notebook template links it ("Open in Colab Enterprise")."""
+    prefix = "https://github.com/"
+    if not repository.startswith(prefix):
+        raise ValueError(f"repository must be a {prefix}OWNER/NAME URL, got {repository!r}")
+    raw = (f"https://raw.githubusercontent.com/{repository[len(prefix):].rstrip('/')}/"
+           f"v{version}/{notebook}")
+    return "https://console.cloud.google.com/vertex-ai/colab/import/" + quote(raw, safe=":")
 
 
 def runtime_kind() -> str:

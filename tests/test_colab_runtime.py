@@ -91,6 +91,17 @@ def test_every_notebook_starts_with_the_same_pinned_runtime_cell(tmp_path):
     assert "[project.urls] Repository" in notebook_checks.check(copy / "notebooks")[0]
 
 
+def test_readme_opens_every_notebook_of_this_release_in_colab_enterprise():
+    version, repository = notebook_checks.release(NOTEBOOKS)
+    readme = (ROOT / "README.md").read_text()
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        link = runtime.colab_enterprise_url(repository, version, f"notebooks/{path.name}")
+        assert f"[{path.stem}]({link})" in readme, path.name
+    assert link == ("https://console.cloud.google.com/vertex-ai/colab/import/https:%2F%2F"
+                    "raw.githubusercontent.com%2F" + repository.split("github.com/")[1]
+                    .replace("/", "%2F") + f"%2Fv{version}%2Fnotebooks%2F05_cleanup.ipynb")
+
+
 def test_a_restart_is_asked_for_when_an_install_changed_imported_code():
     import yaml
 
