@@ -124,6 +124,23 @@ def test_quota_in_use_refuses_a_second_deployment_before_anything_exists(session
     assert serving_quota(europe, hardware).in_use == 0
 
 
+
+def test_quota_usage_that_cannot_be_read_is_said_and_the_limit_alone_decides(session):
+    from types import SimpleNamespace
+
+    from nbhelpers.quota import QuotaCheck, gpus_in_use
+
+    closed = SimpleNamespace(settings=session.settings, credentials=session.credentials,
+                             client_options=lambda: {"api_endpoint": "http://127.0.0.1:9"})
+    used, why = gpus_in_use(closed, quota_metric="aiplatform.googleapis.com/"
+                            "custom_model_serving_nvidia_l4_gpus", region="us-central1")
+    assert used is None and why.startswith("Cloud Monitoring unreachable")
+    check = QuotaCheck(quota_id="CustomModelServingL4GPUsPerProjectPerRegion",
+                       region="us-central1", limit=1, needed=1, in_use=used, usage_note=why)
+    assert check.enough and "in use unknown (Cloud Monitoring unreachable" in check.describe()
+    assert not QuotaCheck(quota_id=check.quota_id, region="us-central1", limit=1, needed=2,
+                          in_use=None).enough
+
 def test_run_files_beyond_256_are_deleted_in_batches(session, emulator):
     from nbhelpers.emulator.storage import MAX_BATCH_CALLS, batch_calls
 

@@ -114,10 +114,16 @@ class VertexEmulator:
                 owner = emulator
                 dedicated_host = True  # this listener stands in for dedicated DNS names
 
+                def setup(self) -> None:
+                    # The TLS handshake runs in the connection's own thread: done in accept(),
+                    # it would make every new client wait for all the handshakes before it.
+                    self.request.do_handshake()
+                    super().setup()
+
             cert, key = make_certificate(tls_dir)
             self._tls_server = Server(("127.0.0.1", 0), DedicatedHandler)
             self._tls_server.socket = server_context(cert, key).wrap_socket(
-                self._tls_server.socket, server_side=True)
+                self._tls_server.socket, server_side=True, do_handshake_on_connect=False)
             threading.Thread(target=self._tls_server.serve_forever, daemon=True,
                              name="vertex-emulator-tls").start()
             self.ca_file = str(cert)
