@@ -94,6 +94,11 @@ class PriceEstimate:
     def known(self) -> bool:
         return self.node_usd_per_hour is not None
 
+    def headline(self) -> str:
+        """The price in a few words, for reports: '$1.00/hour (estimate)' or 'unknown'."""
+        total = self.usd_per_hour
+        return "unknown" if total is None else f"${total:,.2f}/hour (estimate)"
+
     def describe(self) -> str:
         short = ACCELERATORS[self.accelerator_type].short
         what = (f"{self.replicas} x {self.machine_type} ({self.accelerator_count} x {short})"

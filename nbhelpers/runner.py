@@ -362,8 +362,8 @@ def _failure(output: Path) -> tuple[int | None, str]:
 # --- reports ------------------------------------------------------------------------------
 def _results_text(run: NotebookRun) -> str:
     picked = {k: v for k, v in run.results.items() if k in (
-        "bucket", "service_account", "endpoint_id", "first_reply", "chat_reply", "diagnosis",
-        "deleted")}
+        "bucket", "service_account", "hourly_cost", "endpoint_id", "first_reply", "chat_reply",
+        "diagnosis", "deleted")}
     return "; ".join(f"{k}={str(v)[:80]}" for k, v in picked.items())
 
 
