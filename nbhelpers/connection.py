@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbhelpers import identity
+from nbhelpers import identity, state
 from nbhelpers import settings as settings_module
 from nbhelpers.errors import ConfigError
 from nbhelpers.settings import Settings
@@ -100,6 +100,33 @@ def _emulator_credentials() -> Any:
     return google.oauth2.credentials.Credentials(token=access_token(email))
 
 
+def _open_state(settings: Settings, credentials: Any) -> tuple[Settings, RunState]:
+    """The run's state, mirrored to its folder of the staging bucket so a recycled runtime gets
+    it back; run id "latest" becomes the owner's newest run mirrored there (else this runtime's
+    current run)."""
+    import dataclasses
+
+    import google.cloud.storage as storage
+
+    def client() -> Any:
+        return storage.Client(project=settings.project, credentials=credentials)
+
+    if settings.run_id == state.LATEST:
+        found = state.latest_mirrored_run(client(), settings.bucket_name,
+                                          settings.files_prefix(whole_owner=True))
+        found = found or state.current_run_id()
+        if not found:
+            raise ConfigError(
+                f"run_id {state.LATEST!r}: no run of {settings.identity} is mirrored in "
+                f"{settings.bucket_uri}/{settings.files_prefix(whole_owner=True)} and this "
+                "runtime has none; give the run id (the setup notebook printed it), or check "
+                "the project, region and bucket")
+        settings = dataclasses.replace(settings, run_id=found)
+    mirror = state.BucketMirror(client, settings.bucket_name,
+                                settings.files_prefix() + state.MIRROR_FILE)
+    return settings, RunState(settings.run_id, mirror=mirror)
+
+
 def connect(
     *,
     project: str = "",
@@ -152,7 +179,13 @@ def connect(
     else:
         aiplatform.init(project=resolved.project, location=resolved.region,
                         credentials=credentials, staging_bucket=resolved.files_uri)
-    run_state = RunState(resolved.run_id)
+    asked_run_id = resolved.run_id
+    resolved, run_state = _open_state(resolved, credentials)
+    if resolved.run_id != asked_run_id:  # "latest" became a run id: its staging folder
+        aiplatform.init(staging_bucket=resolved.files_uri)
+    if run_state.restored_from and not quiet:
+        print(f"Restored the state of run {resolved.run_id} from {run_state.restored_from} "
+              "(this runtime had none).")
     run_state.update(project=resolved.project, region=resolved.region,
                      bucket_uri=resolved.bucket_uri, backend=resolved.backend,
                      owner=resolved.owner, identity=resolved.identity)

@@ -13,6 +13,7 @@ from nbhelpers.connection import Session
 from nbhelpers.deployments import MAX_DEPLOY_WAIT_S, wait_for_deploys
 from nbhelpers.releases import DEPLOYMENT_TIMEOUT_S
 from nbhelpers.settings import LABEL_OWNER, LABEL_RUN, LABEL_SUITE, SUITE, is_expired
+from nbhelpers.state import is_mirror
 from nbhelpers.validate import label_value
 
 # Cloud Storage takes at most 100 calls in one batch request; the SDK's own
@@ -73,7 +74,11 @@ def find_resources(session: Session, *, whole_owner: bool = False,
         client = session.storage_client()
         if client.lookup_bucket(settings.bucket_name) is not None:
             prefix = settings.files_prefix(whole_owner=whole_owner)
-            inventory.files = list(client.list_blobs(settings.bucket_name, prefix=prefix))
+            # The run's state mirror stays: it records the cleanup, and a recycled runtime
+            # finds the run (and that nothing of it is left) through it.
+            owner_prefix = settings.files_prefix(whole_owner=True)
+            inventory.files = [b for b in client.list_blobs(settings.bucket_name, prefix=prefix)
+                               if not is_mirror(b.name, owner_prefix)]
     return inventory
 
 
