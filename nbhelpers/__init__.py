@@ -19,6 +19,7 @@ _EXPORTS = {
     "plan_memory": "planner",
     "prepare_project": "prepare",
     "plan_deployment": "deployments", "deploy": "deployments", "reconnect": "deployments",
+    "Scaling": "deployments",
     "Requests": "request_rules",
     "predict": "prediction", "predict_image": "prediction",
     "chat": "openai_chat", "chat_client": "openai_chat",

@@ -9,7 +9,7 @@ import concurrent.futures
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nbhelpers import catalog, checks, planner, prices, releases, tokens, validate
@@ -31,6 +31,66 @@ from nbhelpers.request_rules import Requests
 from nbhelpers.settings import LABEL_MODEL
 
 MAX_DEPLOY_WAIT_S = 24 * 3600  # a bound on deploy's timeout_s: far past any real deployment
+# Autoscaling targets a deployment may scale on: Scaling's name for each, the argument of the
+# aiplatform SDK's Model.deploy that carries it (google-cloud-aiplatform 2.x), and its range.
+AUTOSCALING_TARGETS: dict[str, tuple[str, int, int, str]] = {
+    "gpu_duty_cycle": ("autoscaling_target_accelerator_duty_cycle", 1, 100,
+                       "percent of the time the GPUs are busy"),
+    "requests_per_minute": ("autoscaling_target_request_count_per_minute", 1, 1_000_000,
+                            "prediction requests per minute per replica"),
+    "vllm_kv_cache_usage": ("autoscaling_target_vllm_gpu_cache_usage_perc", 1, 100,
+                            "percent of vLLM's KV cache in use"),
+    "vllm_requests_waiting": ("autoscaling_target_vllm_num_requests_waiting", 1, 1_000_000,
+                              "requests waiting in vLLM's queue"),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scaling:
+    """How many replicas serve, on which VMs, and what they scale on. The price and the GPUs a
+    plan needs count `max_replicas`: what autoscaling may reach is what may be billed."""
+
+    min_replicas: int = 1
+    max_replicas: int | None = None  # None: min_replicas, no autoscaling
+    spot: bool = False  # Spot VMs: cheaper, and Compute Engine may take them back at any time
+    targets: dict[str, int] = field(default_factory=dict)  # AUTOSCALING_TARGETS names
+
+    @property
+    def most(self) -> int:
+        return self.min_replicas if self.max_replicas is None else self.max_replicas
+
+    def check(self) -> None:
+        checks.whole("min_replicas", self.min_replicas, low=1, high=prices.MAX_REPLICAS,
+                     why="scale to zero is a preview of the v1beta1 API, not offered here")
+        if self.max_replicas is not None:
+            checks.whole("max_replicas", self.max_replicas, low=self.min_replicas,
+                         high=prices.MAX_REPLICAS, why="at least min_replicas, or None")
+        checks.flag("spot", self.spot)
+        if not isinstance(self.targets, dict):
+            raise ConfigError(f"targets must be a dict of autoscaling targets, got "
+                              f"{shown(self.targets)}")
+        for name, value in self.targets.items():
+            checks.one_of("autoscaling target", name, AUTOSCALING_TARGETS)
+            _, low, high, what = AUTOSCALING_TARGETS[name]
+            checks.whole(f"targets[{name!r}]", value, low=low, high=high, why=what)
+
+    def deploy_arguments(self) -> dict[str, Any]:
+        """The aiplatform SDK's Model.deploy arguments for this scaling."""
+        arguments: dict[str, Any] = {"min_replica_count": self.min_replicas,
+                                     "max_replica_count": self.most}
+        if self.spot:
+            arguments["spot"] = True
+        for name, value in self.targets.items():
+            arguments[AUTOSCALING_TARGETS[name][0]] = value
+        return arguments
+
+    def describe(self) -> str:
+        count = (f"{self.min_replicas} replica{'s' if self.min_replicas > 1 else ''}"
+                 if self.most == self.min_replicas else
+                 f"{self.min_replicas} to {self.most} replicas")
+        vms = "Spot VMs (may be taken back at any time)" if self.spot else "on-demand VMs"
+        targets = ", ".join(f"{name} {value}" for name, value in self.targets.items())
+        return f"{count} on {vms}" + (f", autoscaling on {targets}" if targets else "")
 
 
 @dataclass(kw_only=True)
@@ -49,6 +109,7 @@ class DeploymentPlan:
     force: bool = False  # deploy even when the planner predicts a failed start
     requests: Requests | None = None  # what the notebook will send, checked with the plan
     max_hourly_cost: float | None = None  # the limit the price was checked against
+    scaling: Scaling = field(default_factory=Scaling)
 
     @property
     def stores_token(self) -> bool:
@@ -74,6 +135,7 @@ class DeploymentPlan:
             f"weights:    {source}",
             f"token:      {self.token_line()}",
             f"hardware:   {self.hardware.describe()}",
+            f"replicas:   {self.scaling.describe()}",
             f"endpoint:   {'dedicated' if self.dedicated_endpoint else 'shared'}",
             f"container:  {self.container.image_uri}",
             f"release:    {releases.release(self.container_tag).describe()}",
@@ -157,14 +219,16 @@ def plan_deployment(
     requests: Requests | None = None,
     max_hourly_cost: float | None = None,
     region: str = prices.PRICED_REGION,
+    scaling: Scaling | None = None,
 ) -> DeploymentPlan:
     """Validates the request, predicts whether vLLM will start (`memory`) and builds the
     container; raises ConfigError before any cloud call. Everything that would otherwise fail
     only after a GPU is billed is checked here: the container's arguments as the image's vLLM
     parses them, and `requests`, what the notebook will send once the model serves. The
-    plan carries its hourly price in `region`; a price above `max_hourly_cost` (USD; None or 0:
-    no limit) is refused with cheaper choices. The Hugging Face token is read last (an
-    interactive run asks for it), and only when the weights come from Hugging Face."""
+    plan carries its hourly price in `region` at the most replicas `scaling` allows; a price
+    above `max_hourly_cost` (USD; None or 0: no limit) is refused with cheaper choices. The
+    Hugging Face token is read last (an interactive run asks for it), and only when the weights
+    come from Hugging Face."""
     if family is not None:
         checks.one_of("family", family, catalog.FAMILIES)
     if not isinstance(model, ModelSpec):
@@ -193,14 +257,20 @@ def plan_deployment(
         releases.require_vision(container_tag, spec.name)
     limit = prices.check_max_hourly_cost(max_hourly_cost)
     checks.text("region", region)
+    if scaling is not None and not isinstance(scaling, Scaling):
+        raise ConfigError(f"scaling must be nbhelpers.Scaling(...) or None, got "
+                          f"{shown(scaling)} ({type(scaling).__name__})")
+    scaling = scaling or Scaling()
+    scaling.check()
     args = server_args(weights_uri or spec.hf_id, resolved)
     check_server_args(args, image, gpus=hardware.accelerator_count)
     memory = planner.plan_memory(accelerator=hardware.accelerator_type,
                                  **memory_inputs(spec, args, image))
-    price = prices.estimate(hardware.machine_type, region=region)
+    price = prices.estimate(hardware.machine_type, replicas=scaling.most, spot=scaling.spot,
+                            region=region)
     if limit is not None:
         _require_price_within(limit, price, spec=spec, options=options, image=image,
-                              weights_uri=weights_uri)
+                              weights_uri=weights_uri, scaling=scaling)
     if requests is not None:
         if not isinstance(requests, Requests):
             raise ConfigError(f"requests must be nbhelpers.Requests(...) or None, got "
@@ -217,19 +287,40 @@ def plan_deployment(
     return DeploymentPlan(model=spec, hardware=hardware, options=resolved, container=container,
                           dedicated_endpoint=dedicated_endpoint, weights_uri=weights_uri,
                           memory=memory, price=price, container_tag=container_tag, force=force,
-                          requests=requests, max_hourly_cost=limit)
+                          requests=requests, max_hourly_cost=limit, scaling=scaling)
+
+
+def _cheaper_scaling(limit: float, price: prices.PriceEstimate,
+                     scaling: Scaling) -> list[tuple[float, str]]:
+    """Fewer replicas, or Spot VMs, on the same machine type, where within the limit."""
+    found = []
+    per_node = price.node_usd_per_hour
+    if per_node and scaling.most > 1 and per_node * scaling.min_replicas <= limit:
+        most = min(int(limit // per_node), scaling.most - 1)
+        found.append((per_node * most, f"max_replicas = {most} on {price.machine_type} (about "
+                                       f"${per_node * most:,.2f}/hour at most)"))
+    if not scaling.spot:
+        spot = prices.estimate(price.machine_type, replicas=scaling.most, spot=True,
+                               region=price.region)
+        if spot.known and (spot.usd_per_hour or 0) <= limit:
+            found.append((spot.usd_per_hour or 0, f"spot = True on {price.machine_type} (about "
+                                                  f"${spot.usd_per_hour:,.2f}/hour; Compute "
+                                                  "Engine may take Spot VMs back at any time)"))
+    return found
 
 
 def _require_price_within(limit: float, price: prices.PriceEstimate, *, spec: ModelSpec,
-                          options: VllmOptions | None, image: str, weights_uri: str) -> None:
+                          options: VllmOptions | None, image: str, weights_uri: str,
+                          scaling: Scaling) -> None:
     """Refuses a plan whose hourly price is above MAX_HOURLY_COST (or unknown), before
     anything exists, naming the machine types within the limit on which the memory planner
     predicts the model starts with the same settings."""
     if price.known and (price.usd_per_hour or 0) <= limit:
         return
-    cheaper = []
+    cheaper = _cheaper_scaling(limit, price, scaling)
     for machine in MACHINE_TYPES:
-        other = prices.estimate(machine, region=price.region)
+        other = prices.estimate(machine, replicas=scaling.most, spot=scaling.spot,
+                                region=price.region)
         if machine == price.machine_type or not other.known or (other.usd_per_hour or 0) > limit:
             continue
         hardware = Hardware.for_machine(machine)
@@ -472,7 +563,7 @@ def _deploy_new(session: Session, plan: DeploymentPlan, endpoint: Any, *,
             accelerator_type=hardware.accelerator_type,
             accelerator_count=hardware.accelerator_count,
             service_account=session.state.get("service_account"),
-            deploy_request_timeout=timeout_s, sync=True,
+            deploy_request_timeout=timeout_s, sync=True, **plan.scaling.deploy_arguments(),
         )
         try:
             wait_until(future.done, "the vLLM server to load the model and pass its health "

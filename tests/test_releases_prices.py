@@ -296,3 +296,50 @@ def test_the_runners_report_shows_the_price(tmp_path):
                       parameters={}, output=tmp_path / "01.ipynb", status="passed",
                       results={"hourly_cost": "$1.00/hour (estimate)", "endpoint_id": "7"})
     assert _results_text(run) == "hourly_cost=$1.00/hour (estimate); endpoint_id=7"
+
+
+# --- replicas, Spot and autoscaling (#17 item 2) ----------------------------------------------
+def test_scaling_is_priced_at_its_most_replicas_and_checked():
+    scaling = nbhelpers.Scaling(min_replicas=1, max_replicas=3, spot=True,
+                                targets={"gpu_duty_cycle": 60})
+    plan = _plan(scaling=scaling)
+    spot_node = prices.estimate("g2-standard-12", spot=True).usd_per_hour
+    assert plan.price.replicas == 3 and plan.price.spot
+    assert plan.price.usd_per_hour == pytest.approx(3 * (spot_node or 0))
+    assert "replicas:   1 to 3 replicas on Spot VMs" in plan.describe()
+    with pytest.raises(ConfigError) as refused:
+        _plan(scaling=nbhelpers.Scaling(min_replicas=2, max_replicas=6), max_hourly_cost=3.5)
+    said = str(refused.value)
+    assert "6 x g2-standard-12" in said and "max_replicas = 3 on g2-standard-12" in said
+    assert "spot = True on g2-standard-12" in said
+    for bad, message in [
+            ({"min_replicas": 0}, "min_replicas must be a whole number from 1"),
+            ({"min_replicas": 3, "max_replicas": 2}, "max_replicas must be a whole number from 3"),
+            ({"spot": 1}, "spot must be True or False"),
+            ({"targets": {"cpu": 50}}, "autoscaling target must be one of 'gpu_duty_cycle'"),
+            ({"targets": {"vllm_kv_cache_usage": 0}}, "must be a whole number from 1 to 100")]:
+        with pytest.raises(ConfigError, match=message):
+            _plan(scaling=nbhelpers.Scaling(**bad))
+
+
+def test_a_deployment_with_a_replica_range_spot_and_autoscaling_records_its_spec(
+        session, emulator):
+    from google.cloud import aiplatform
+
+    targets = {"gpu_duty_cycle": 60, "requests_per_minute": 600, "vllm_kv_cache_usage": 80,
+               "vllm_requests_waiting": 5}
+    plan = _plan(scaling=nbhelpers.Scaling(min_replicas=1, max_replicas=3, spot=True,
+                                           targets=targets))
+    deployment = nbhelpers.deploy(session, plan)
+    served = aiplatform.Endpoint(deployment.endpoint_name).gca_resource.deployed_models[0]
+    resources = served.dedicated_resources
+    assert (resources.min_replica_count, resources.max_replica_count, resources.spot) == \
+        (1, 3, True)
+    specs = {spec.metric_name: spec.target for spec in resources.autoscaling_metric_specs}
+    assert specs == {
+        "aiplatform.googleapis.com/prediction/online/accelerator/duty_cycle": 60,
+        "aiplatform.googleapis.com/prediction/online/request_count": 600,
+        "prometheus.googleapis.com/vertex_vllm_gpu_cache_usage_perc": 80,
+        "prometheus.googleapis.com/vertex_vllm_num_requests_waiting": 5,
+    }
+    assert served.dedicated_resources.machine_spec.accelerator_count == 1
