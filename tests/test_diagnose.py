@@ -195,6 +195,26 @@ def test_refused_requests_are_diagnosed(session, env, emulator):
     host = diagnose_text(str(shared_host.value))
     assert host.kind == "wrong_host" and "dedicated_endpoint_dns" in host.fix, shared_host.value
     assert endpoint.predict(instances=[{"prompt": "Hi"}]).predictions  # one call was refused
+    real = diagnose_text(_shared_host_refusal(session))
+    assert real.kind == "wrong_host" and "dedicated_endpoint_dns" in real.fix
+
+
+def _shared_host_refusal(session) -> str:
+    """The emulator's own refusal (Google's wording) of a dedicated endpoint called through the
+    shared host, as the GAPIC client raises it."""
+    from google.api_core.exceptions import GoogleAPICallError
+    from google.cloud import aiplatform_v1
+    from google.protobuf import json_format, struct_pb2
+
+    dedicated = nbhelpers.deploy(session, nbhelpers.plan_deployment(
+        "Llama-3.2-3B-Instruct", dedicated_endpoint=True, ask_for_token=False))
+    client = session.rest_client(aiplatform_v1.PredictionServiceClient)
+    name = (f"projects/{session.settings.project}/locations/{session.settings.region}/"
+            f"endpoints/{dedicated.endpoint_id}")
+    with pytest.raises(GoogleAPICallError) as refused:
+        client.predict(endpoint=name, instances=[json_format.ParseDict({"prompt": "Hi"},
+                                                                       struct_pb2.Value())])
+    return str(refused.value)
 
 
 def test_base_model_chat_leaves_a_log_line_to_diagnose(session, env):
@@ -253,19 +273,10 @@ def test_pasted_error_text(tmp_path, emulator):
 @pytest.mark.notebooks
 def test_debugging_notebook_names_a_refused_request(tmp_path, session, env, emulator):
     """A request-time failure has no deployment to read: the user pastes the exception."""
-    from google.api_core.exceptions import GoogleAPICallError
-    from google.cloud import aiplatform
-
     env.setenv("HF_TOKEN", FAKE_TOKEN)
-    deployment = nbhelpers.deploy(session, nbhelpers.plan_deployment(
-        "Llama-3.2-1B-Instruct", ask_for_token=False))
-    _seed(emulator, "wrong_host", route="fail-next-request", endpoint=deployment.endpoint_id,
-          region=session.settings.region)
-    with pytest.raises(GoogleAPICallError) as refused:
-        aiplatform.Endpoint(deployment.endpoint_id).predict(instances=[{"prompt": "Hi"}])
     report = run(RunConfig(NOTEBOOKS, tmp_path, run_id="paste", only=("04",), keep=True,
                            progress=False, environment={"NBHELPERS_EMULATOR_URL": emulator.url},
-                           parameters={"ERROR_TEXT": str(refused.value)}))
+                           parameters={"ERROR_TEXT": _shared_host_refusal(session)}))
     assert report.runs[0].ok and report.runs[0].results == {"diagnosis": "wrong_host"}
     text = (tmp_path / "paste" / "04_debugging.ipynb").read_text()
     assert "cause: wrong_host" in text and "dedicated_endpoint_dns" in text
