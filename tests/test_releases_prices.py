@@ -246,8 +246,11 @@ def test_a_plan_above_max_hourly_cost_is_refused_with_cheaper_choices(session, e
     for line in cheaper.splitlines()[1:]:
         if line.startswith("  - MACHINE_TYPE"):
             assert float(line.rpartition("$")[2].split("/")[0]) <= 20.0
+    with pytest.raises(ConfigError, match=r"\$0.50/hour. Choices .*\n  - spot = True on "
+                                          r"g2-standard-12 \(about \$0.40/hour;"):
+        _plan(max_hourly_cost=0.5)  # only Spot VMs are within it
     with pytest.raises(ConfigError, match="none of the machine types fits this model"):
-        _plan(max_hourly_cost=0.5)
+        _plan(max_hourly_cost=0.3)
     with pytest.raises(ConfigError, match="has no price .* cannot be held to MAX_HOURLY_COST"):
         _plan(machine_type="a3-ultragpu-8g", max_hourly_cost=500.0)
     for bad in (-1, float("nan"), "5", True):
