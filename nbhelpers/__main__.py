@@ -1,4 +1,4 @@
-"""Command line: `python -m nbhelpers emulator|run|cleanup|plan|check-notebooks`."""
+"""Command line: `python -m nbhelpers emulator|run|cleanup|plan|tiny-model|check-notebooks`."""
 
 from __future__ import annotations
 
@@ -9,17 +9,27 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from nbhelpers.tiny_llama import ENGINES, FAMILIES
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _emulator(args: argparse.Namespace) -> int:
     from nbhelpers.connection import start_emulator
+    from nbhelpers.errors import ConfigError
 
-    running = start_emulator(host=args.host, port=args.port, state_file=args.state,
-                             deploy_seconds=args.deploy_seconds,
-                             service_seconds=args.service_seconds)
-    print(f"nbhelpers emulator (rehearsal only: nothing real is deployed) serving Vertex AI at "
-          f"{running.url}, Cloud Storage at {running.storage_url}", flush=True)
+    try:
+        running = start_emulator(host=args.host, port=args.port, state_file=args.state,
+                                 deploy_seconds=args.deploy_seconds,
+                                 service_seconds=args.service_seconds, engine=args.engine)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    engine = ("replies from the real vLLM server on a tiny random-weight model"
+              if running.vertex.deployments.engine == "vllm" else "replies from the rehearsal "
+              "engine")
+    print(f"nbhelpers emulator (rehearsal only: nothing real is deployed; {engine}) serving "
+          f"Vertex AI at {running.url}, Cloud Storage at {running.storage_url}", flush=True)
     print(f"  export NBHELPERS_BACKEND=emulator NBHELPERS_EMULATOR_URL={running.url}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -55,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
             parameters=parameters, matrix=matrix, backend=args.backend,
             only=tuple(args.only or ()), skip=tuple(args.skip or ()), keep=args.keep,
             timeout_s=args.timeout, parallel=args.parallel, progress=not args.no_progress,
-            **limits)
+            engine=args.engine, **limits)
         report = runner.run(config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -106,6 +116,20 @@ def _plan(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _tiny_model(args: argparse.Namespace) -> int:
+    """Builds (or finds cached) the tiny random-weight Llama the real engine serves."""
+    from nbhelpers import tiny_llama
+    from nbhelpers.errors import ConfigError
+
+    try:
+        folder = tiny_llama.build(args.family, instruct=not args.base, root=args.root)
+    except (ConfigError, ImportError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(folder)
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     from nbhelpers.notebook_checks import check
 
@@ -125,12 +149,19 @@ def main(argv: list[str] | None = None) -> int:
                      help="how long a deployment takes to become ready")
     emu.add_argument("--service-seconds", type=float, default=0.0,
                      help="time each request takes in a replica (max_num_seqs run at once)")
+    emu.add_argument("--engine", choices=ENGINES, default=None,
+                     help="what replicas answer from: the rehearsal engine, or the real vLLM "
+                     "server of .venv-vllm on a tiny model (default: NBHELPERS_ENGINE, else "
+                     "rehearsal)")
     emu.set_defaults(func=_emulator)
     run = commands.add_parser("run", help="run the notebooks with papermill and report")
     run.add_argument("-f", "--parameters-file", help="YAML parameters (and an optional matrix)")
     run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                      help="a notebook parameter (overrides the file)")
     run.add_argument("--backend", choices=("emulator", "vertex"), default="emulator")
+    run.add_argument("--engine", choices=ENGINES, default="rehearsal",
+                     help="what the emulator's replicas answer from (vllm: the real vLLM server "
+                     "of .venv-vllm on a tiny model; `make engine` installs it)")
     run.add_argument("--run-id", default="")
     run.add_argument("--only", action="append", help="run only these notebooks (name or prefix)")
     run.add_argument("--skip", action="append", help="skip these notebooks (name or prefix)")
@@ -174,6 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     pln.add_argument("--vllm-version", default=None, help="default: the default container's")
     pln.add_argument("--json", action="store_true", help="print the plan as JSON")
     pln.set_defaults(func=_plan)
+    tiny = commands.add_parser("tiny-model", help="build the tiny random-weight Llama the real "
+                               "vLLM engine serves, and print its folder")
+    tiny.add_argument("--family", choices=FAMILIES, default=FAMILIES[0])
+    tiny.add_argument("--base", action="store_true", help="a base model (no chat template)")
+    tiny.add_argument("--root", default=None, help="cache folder (default: "
+                      "NBHELPERS_TINY_MODEL_DIR, else ~/.cache/nbhelpers/tiny-llama)")
+    tiny.set_defaults(func=_tiny_model)
     chk = commands.add_parser("check-notebooks", help="lint notebooks for the suite's rules")
     chk.add_argument("directory")
     chk.set_defaults(func=_check)

@@ -70,13 +70,14 @@ def _trust_emulator_certificate(ca_file: str) -> None:
 
 def start_emulator(*, host: str = "127.0.0.1", port: int = 0,
                    state_file: str | Path | None = None, deploy_seconds: float | None = None,
-                   service_seconds: float = 0.0) -> Any:
+                   service_seconds: float = 0.0, engine: str | None = None) -> Any:
     """Starts the local emulator in this process (threads) and returns it (`.url`, `.stop()`).
-    The client's one door to the emulator: the batch runner and the command line start it here."""
+    The client's one door to the emulator: the batch runner and the command line start it here.
+    `engine`: "rehearsal" or "vllm" (the real vLLM server); None reads NBHELPERS_ENGINE."""
     from nbhelpers import emulator
 
     return emulator.start(host, port, state_file, deploy_seconds=deploy_seconds,
-                          service_seconds=service_seconds)
+                          service_seconds=service_seconds, engine=engine)
 
 
 def _emulator_url() -> str:

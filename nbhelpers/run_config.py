@@ -18,6 +18,7 @@ from nbhelpers import catalog, tokens, validate
 from nbhelpers.checks import shown
 from nbhelpers.errors import ConfigError, choices
 from nbhelpers.releases import DEPLOYMENT_TIMEOUT_S
+from nbhelpers.tiny_llama import ENGINES
 
 SETUP, CLEANUP = "00_setup.ipynb", "05_cleanup.ipynb"
 NOTEBOOKS = (SETUP, "01_deploy_llama31_text.ipynb", "02_deploy_llama32_multimodal.ipynb",
@@ -46,6 +47,7 @@ class RunConfig:
     parameters: dict[str, Any] = field(default_factory=dict)
     matrix: list[dict[str, Any]] = field(default_factory=list)
     backend: str = "emulator"
+    engine: str = "rehearsal"  # what the emulator's replicas answer from (tiny_llama.ENGINES)
     only: tuple[str, ...] = ()
     skip: tuple[str, ...] = ()
     keep: bool = False
@@ -361,6 +363,12 @@ def _check_options(config: RunConfig) -> None:
     if not isinstance(config.backend, str) or config.backend not in BACKENDS:
         raise ConfigError(f"--backend {shown(config.backend)} is not one of "
                           f"{choices(BACKENDS)}")
+    if not isinstance(config.engine, str) or config.engine not in ENGINES:
+        raise ConfigError(f"--engine {shown(config.engine)} is not one of {choices(ENGINES)}")
+    if config.engine != "rehearsal" and config.backend != "emulator":
+        raise ConfigError(f"--engine {config.engine} serves the emulator's replicas; with "
+                          f"--backend {config.backend} the models are Vertex AI's (leave --engine "
+                          "out)")
     _check_seconds("--timeout", config.timeout_s, optional=True)
     _check_seconds("--cleanup-timeout", config.cleanup_timeout_s)
     parallel = config.parallel

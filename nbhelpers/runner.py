@@ -39,6 +39,7 @@ from nbhelpers.run_config import (
     validate_config,
 )
 from nbhelpers.state import RunState, new_run_id
+from nbhelpers.tiny_llama import ENGINE_VARIABLE
 
 REHEARSAL_TOKEN = "hf_rehearsalOnlyNotARealToken"  # the emulator accepts any token
 SETUP_KEYS = ("project", "region", "bucket_uri", "owner", "service_account")
@@ -290,6 +291,8 @@ class Runner:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.base_env = {"NBHELPERS_BACKEND": config.backend,
                          "NBHELPERS_STATE_DIR": str(self.state_dir), **config.environment}
+        if config.engine != "rehearsal":  # kernels that start an emulator of their own use it
+            self.base_env[ENGINE_VARIABLE] = config.engine
         handlers = {}
         if threading.current_thread() is threading.main_thread():
             handlers = {s: signal.signal(s, self.interrupt) for s in STOP_SIGNALS}
@@ -298,7 +301,8 @@ class Runner:
             if config.backend == "emulator" and not self.base_env.get("NBHELPERS_EMULATOR_URL"):
                 from nbhelpers.connection import start_emulator
 
-                emulator = start_emulator(state_file=self.run_dir / "emulator-state.json")
+                emulator = start_emulator(state_file=self.run_dir / "emulator-state.json",
+                                          engine=config.engine)
                 self.base_env["NBHELPERS_EMULATOR_URL"] = emulator.url
             if config.backend == "emulator":
                 self.base_env.setdefault("HF_TOKEN", os.environ.get("HF_TOKEN")

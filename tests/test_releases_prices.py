@@ -273,7 +273,9 @@ def test_the_runner_checks_the_new_parameters_types(tmp_path):
     ("02_deploy_llama32_multimodal.ipynb", {"CONTAINER_TAG": OPTIMIZED, "MAX_HOURLY_COST": 9.0},
      f"cannot run on container tag {OPTIMIZED}"),
     # The plan passes (within the limit); reconnecting to an endpoint that is not there fails.
-    ("01_deploy_llama31_text.ipynb", {"ENDPOINT_ID": "4242", "MAX_HOURLY_COST": 5.0},
+    ("01_deploy_llama31_text.ipynb", {"ENDPOINT_ID": "4242", "MAX_HOURLY_COST": 5.0,
+                                      "MAX_REPLICAS": 2, "SPOT": True,
+                                      "AUTOSCALE_GPU_DUTY_CYCLE": 70},
      "endpoint '4242' not found"),
 ])
 def test_the_deploy_notebooks_price_the_plan_and_stop_above_the_limit(
@@ -284,9 +286,12 @@ def test_the_deploy_notebooks_price_the_plan_and_stop_above_the_limit(
     failed = [r for r in results if not r.ok]
     assert failed and message in failed[0].error, [r.error for r in results]
     if "ENDPOINT_ID" in parameters:  # the plan cell ran: the runner's report has the price
-        assert failed[0].results["hourly_cost"] == prices.estimate("g2-standard-12").headline()
+        price = prices.estimate("g2-standard-12", replicas=2, spot=True)
+        assert failed[0].results["hourly_cost"] == price.headline()
         shown = _outputs(failed[0].output)
-        assert "price:      about $1.00/hour for 1 x g2-standard-12" in shown
+        assert f"price:      about ${price.usd_per_hour:,.2f}/hour for 2 x g2-standard-12" in shown
+        assert "replicas:   1 to 2 replicas on Spot VMs (may be taken back at any time), " \
+            "autoscaling on gpu_duty_cycle 70" in shown
         assert "(limit $5.00/hour)" in shown and "release:    20250710_0916_RC01: vLLM 0.9.2" \
             in shown
     _nothing_created(emulator)

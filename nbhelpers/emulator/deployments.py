@@ -66,9 +66,10 @@ class Deployments:
     per request."""
 
     def __init__(self, state: State, operations: Operations, logging: CloudLogging, *,
-                 deploy_seconds: float, service_seconds: float):
+                 deploy_seconds: float, service_seconds: float, engine: str = "rehearsal"):
         self.state, self.operations, self.logging = state, operations, logging
         self.deploy_seconds, self.service_seconds = deploy_seconds, service_seconds
+        self.engine = engine  # what replicas answer from: "rehearsal" or "vllm" (vllm_engine)
         self.deploying: dict[str, int] = {}  # endpoint or model name -> deployments in flight
         self.seeded_failures: list[str] = []  # causes the next deployments fail with
         self.replicas: dict[str, Replica] = {}  # deployed model id -> its serving replica
@@ -116,7 +117,7 @@ class Deployments:
     def _start_replica(self, model: dict[str, Any], machine: dict[str, Any],
                        endpoint_name: str) -> tuple[Replica, list[str]]:
         return start_replica(model["containerSpec"], machine,
-                             service_seconds=self.service_seconds,
+                             service_seconds=self.service_seconds, engine=self.engine,
                              on_log=lambda lines: self.logging.log(endpoint_name, lines))
 
     def _finish_deploy(self, *, op_name: str, endpoint_name: str, model_name: str,

@@ -1,6 +1,7 @@
 """One serving replica of the vLLM container: a real HTTP server on 127.0.0.1 with the
-container's health, predict and chat routes, answered by the rehearsal engine, and vLLM's own
-400s for what it refuses."""
+container's health, predict and chat routes, answered by the rehearsal engine (with vLLM's own
+400s for what it refuses), or with engine "vllm" by the real vLLM server on a tiny model
+(`vllm_engine`), started here for the replica and stopped with it."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbhelpers.emulator import rehearsal
 from nbhelpers.emulator.httpbase import JsonHandler, Server
+
+if TYPE_CHECKING:
+    from nbhelpers.emulator.vllm_engine import VllmServer
 
 
 def log_line(level: str, where: str, message: str) -> str:
@@ -37,7 +41,12 @@ class Replica:
     max_num_seqs: int = 256
     service_seconds: float = 0.0
     on_log: Callable[[list[str]], None] | None = None  # lines for the endpoint's log
+    engine: str = "rehearsal"  # or "vllm": the real vLLM server on a tiny model (text only)
+    container_args: list[str] = field(default_factory=list)  # for the real engine
+    image_release: str = ""  # the image's vLLM release, which the arguments are written for
     _server: Server | None = None
+    real_engine_failed: bool = False  # the vLLM server could not start: health answers 503
+    _real: VllmServer | None = None
     _slot_free_at: list[float] = field(default_factory=list)
     _schedule_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -53,11 +62,34 @@ class Replica:
             owner = replica
 
         self._slot_free_at = [0.0] * self.max_num_seqs
+        if self.engine == "vllm":
+            self._start_real_engine()
         self._server = Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
+    def _start_real_engine(self) -> None:
+        """Starts the real vLLM server (blocking until it serves or fails; its lines go to the
+        endpoint's log). A server that fails leaves `_real` unset and the health route
+        answering 503, so the deployment fails as a real container's would."""
+        from nbhelpers.emulator.vllm_engine import VllmServer
+
+        if self.images_per_prompt > 0:  # Llama 3.2 Vision
+            if self.on_log:
+                self.on_log([log_line(
+                    "WARNING", "nbhelpers.vllm_engine", "vision is not run for real: vLLM "
+                    "dropped Llama 3.2 Vision (mllama) after 0.10, and the installed CPU build "
+                    "is newer; this replica answers from the rehearsal engine")])
+            return
+        self._real = VllmServer.launch(
+            container_args=self.container_args, image_release=self.image_release,
+            served_name=self.model_id, instruct=self.chat_template, log=self.on_log)
+        self.real_engine_failed = self._real is None
+
     def stop(self) -> None:
+        if self._real is not None:
+            self._real.stop()
+            self._real = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -188,7 +220,10 @@ class _ReplicaHandler(JsonHandler):
 
     def do_GET(self) -> None:
         if self.path == self.owner.health_route:
-            self.send_json(200, {})
+            if self.owner.real_engine_failed:
+                return self.send_json(503, {"error": "the vLLM server exited"})
+            real = self.owner._real
+            self.send_json(200 if real is None or real.healthy() else 503, {})
         else:
             self.send_json(404, {"detail": "Not Found"})
 
@@ -200,6 +235,11 @@ class _ReplicaHandler(JsonHandler):
             return self.send_json(400, {"error": f"invalid JSON: {exc}"})
         if self.path not in (self.owner.predict_route, "/v1/chat/completions"):
             return self.send_json(404, {"detail": "Not Found"})
+        real = self.owner._real
+        if real is not None:  # the real engine: vLLM schedules and answers
+            if self.path == self.owner.predict_route:
+                return self.send_json(*real.predict(body))
+            return real.forward_chat(self, body)
         result: Any
         if self.path == self.owner.predict_route:
             status, result = self.owner.predict(body)

@@ -32,17 +32,18 @@ from nbhelpers.emulator.vertex_ai import VertexAI
 
 class VertexEmulator:
     """The HTTP server and the services behind it. `deploy_seconds` is how long a deployment
-    takes before it is ready (real ones take up to an hour)."""
+    takes before it is ready (real ones take up to an hour); `engine` is what replicas answer
+    from: "rehearsal", or "vllm" for the real vLLM server on a tiny model (`vllm_engine`)."""
 
     def __init__(self, state_file: str | Path | None = None, deploy_seconds: float = 0.5,
-                 service_seconds: float = 0.0):
+                 service_seconds: float = 0.0, engine: str = "rehearsal"):
         self.state = State(Path(state_file) if state_file else None)
         self.operations = Operations(self.state)
         self.logging = CloudLogging(self.state)
         self.quotas = Quotas(self.state)
         self.deployments = Deployments(self.state, self.operations, self.logging,
                                        deploy_seconds=deploy_seconds,
-                                       service_seconds=service_seconds)
+                                       service_seconds=service_seconds, engine=engine)
         self.vertex_ai = VertexAI(self.state, self.operations, busy=self.deployments.busy)
         self.serving = Serving(self.state, self.deployments.replicas)
         self.setup_apis = SetupApis(self.state, self.operations)

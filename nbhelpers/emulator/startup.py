@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from nbhelpers import catalog, planner, vllm_args
+from nbhelpers import catalog, planner, releases, vllm_args
 from nbhelpers.container import memory_inputs
 from nbhelpers.emulator.replica import Replica, log_line
 from nbhelpers.errors import ConfigError
@@ -165,7 +165,7 @@ def _healthy(url: str, attempts: int = 20) -> bool:
 
 
 def start_replica(container: dict[str, Any], machine: dict[str, Any], *,
-                  service_seconds: float,
+                  service_seconds: float, engine: str = "rehearsal",
                   on_log: Callable[[list[str]], None]) -> tuple[Replica, list[str]]:
     """Starts a replica of an uploaded model's container (its REST `containerSpec`) on a
     machine (`machineSpec`): returns it with its start-up log lines, or raises StartupFailure
@@ -185,7 +185,9 @@ def start_replica(container: dict[str, Any], machine: dict[str, Any], *,
                       images_per_prompt=_image_limit(values, model is not None
                                                      and model.modality == "vision"),
                       max_num_seqs=values.get("max-num-seqs", 256),
-                      service_seconds=service_seconds, on_log=on_log)
+                      service_seconds=service_seconds, on_log=on_log, engine=engine,
+                      container_args=args,
+                      image_release=releases.vllm_release(container.get("imageUri", "")))
     replica.start()
     if not _healthy(replica.url + replica.health_route):
         replica.stop()
