@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from nbhelpers import catalog, checks, planner, prices, releases, tokens, validate
+from nbhelpers import catalog, checks, model_garden, planner, prices, releases, tokens, validate
 from nbhelpers.catalog import ModelSpec
 from nbhelpers.checks import shown
 from nbhelpers.connection import Session, current_session
@@ -26,6 +26,7 @@ from nbhelpers.container import (
 )
 from nbhelpers.errors import ConfigError, DeploymentError
 from nbhelpers.hardware import MACHINE_TYPES, Hardware
+from nbhelpers.model_garden import DEPLOY_WITH, MODEL_GARDEN, VLLM_CONTAINER, Comparison
 from nbhelpers.releases import DEFAULT_TAG, DEPLOYMENT_TIMEOUT_S, image_uri
 from nbhelpers.request_rules import Requests
 from nbhelpers.settings import LABEL_MODEL
@@ -110,6 +111,9 @@ class DeploymentPlan:
     requests: Requests | None = None  # what the notebook will send, checked with the plan
     max_hourly_cost: float | None = None  # the limit the price was checked against
     scaling: Scaling = field(default_factory=Scaling)
+    deploy_with: str = VLLM_CONTAINER  # or MODEL_GARDEN: OpenModel.deploy (model_garden.py)
+    accept_eula: bool = False  # Model Garden: accept the model's licence with the deploy
+    verified: Comparison | None = None  # Model Garden: Google's verified configurations
 
     @property
     def stores_token(self) -> bool:
@@ -137,6 +141,9 @@ class DeploymentPlan:
             f"hardware:   {self.hardware.describe()}",
             f"replicas:   {self.scaling.describe()}",
             f"endpoint:   {'dedicated' if self.dedicated_endpoint else 'shared'}",
+            f"deploy:     {self.deploy_with}" + (
+                " (OpenModel.deploy with this container; endpoint and model labelled once "
+                "made)" if self.deploy_with == MODEL_GARDEN else ""),
             f"container:  {self.container.image_uri}",
             f"release:    {releases.release(self.container_tag).describe()}",
             "vllm args:  " + " ".join(self.container.args[3:]),
@@ -147,6 +154,8 @@ class DeploymentPlan:
         ]
         if self.requests is not None:
             lines.append(f"requests:   {self.requests.describe()} (checked)")
+        if self.verified is not None:
+            lines.append(self.verified.describe())
         return "\n".join(lines)
 
     def require_fit(self) -> None:
@@ -220,6 +229,8 @@ def plan_deployment(
     max_hourly_cost: float | None = None,
     region: str = prices.PRICED_REGION,
     scaling: Scaling | None = None,
+    deploy_with: str = VLLM_CONTAINER,
+    accept_eula: bool = False,
 ) -> DeploymentPlan:
     """Validates the request, predicts whether vLLM will start (`memory`) and builds the
     container; raises ConfigError before any cloud call. Everything that would otherwise fail
@@ -262,6 +273,12 @@ def plan_deployment(
                           f"{shown(scaling)} ({type(scaling).__name__})")
     scaling = scaling or Scaling()
     scaling.check()
+    checks.one_of("deploy_with", deploy_with, DEPLOY_WITH)
+    checks.flag("accept_eula", accept_eula)
+    if deploy_with == MODEL_GARDEN and scaling.targets:
+        raise ConfigError(f"deploy_with={MODEL_GARDEN!r} takes no autoscaling targets "
+                          f"(OpenModel.deploy has none); drop {sorted(scaling.targets)} or "
+                          f"deploy with {VLLM_CONTAINER!r}")
     args = server_args(weights_uri or spec.hf_id, resolved)
     check_server_args(args, image, gpus=hardware.accelerator_count)
     memory = planner.plan_memory(accelerator=hardware.accelerator_type,
@@ -287,7 +304,12 @@ def plan_deployment(
     return DeploymentPlan(model=spec, hardware=hardware, options=resolved, container=container,
                           dedicated_endpoint=dedicated_endpoint, weights_uri=weights_uri,
                           memory=memory, price=price, container_tag=container_tag, force=force,
-                          requests=requests, max_hourly_cost=limit, scaling=scaling)
+                          requests=requests, max_hourly_cost=limit, scaling=scaling,
+                          deploy_with=deploy_with, accept_eula=accept_eula,
+                          verified=model_garden.compare(spec, hardware=hardware,
+                                                        container=container,
+                                                        session=current_session())
+                          if deploy_with == MODEL_GARDEN else None)
 
 
 def _cheaper_scaling(limit: float, price: prices.PriceEstimate,
@@ -513,7 +535,53 @@ def deploy(session: Session, plan: DeploymentPlan, *,
                 return live
         plan.require_fit()
         _check_quota(session, plan.hardware)
+        if plan.deploy_with == MODEL_GARDEN:
+            return _deploy_with_model_garden(session, plan, endpoint, timeout_s=timeout_s)
         return _deploy_new(session, plan, endpoint, timeout_s=timeout_s)
+
+
+def _display_name(session: Session, key: str) -> str:
+    return validate.display_name(f"{key}-{validate.label_value(session.settings.run_id)}")[:128]
+
+
+def _deploy_with_model_garden(session: Session, plan: DeploymentPlan, endpoint: Any, *,
+                              timeout_s: int) -> Deployment:
+    """OpenModel.deploy makes its own endpoint: an empty one of the run (an earlier failed
+    attempt) is deleted first; the new endpoint and model are labelled and recorded as soon as
+    they exist."""
+    from google.cloud import aiplatform
+
+    key = plan.model.slug
+    if endpoint is not None and not endpoint.gca_resource.deployed_models:
+        endpoint.delete()
+    print(f"Deploying {plan.model.name} through Model Garden on {plan.hardware.describe()}. "
+          "On Vertex AI this takes 15-60 minutes.", flush=True)
+
+    def created(endpoint_name: str, model_resource: str) -> None:
+        session.state.record_deployment(key, {
+            **(session.state.deployments.get(key) or {}), "endpoint_name": endpoint_name,
+            "model_resource": model_resource, "memory_plan": plan.memory.inputs,
+            "status": "deploying", "deploy_started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    try:
+        endpoint_name = model_garden.deploy_open_model(
+            session, spec=plan.model, hardware=plan.hardware, container=plan.container,
+            dedicated_endpoint=plan.dedicated_endpoint, accept_eula=plan.accept_eula,
+            replicas=(plan.scaling.min_replicas, plan.scaling.most), spot=plan.scaling.spot,
+            display_name=_display_name(session, key),
+            labels=session.settings.labels(**{LABEL_MODEL: key}), timeout_s=timeout_s,
+            on_created=created)
+    except DeploymentError as err:
+        if key in session.state.deployments:
+            session.state.record_deployment(key, {**session.state.deployments[key],
+                                                  "status": "failed", "error": str(err)})
+        raise
+    deployment = _adopt(session, key, aiplatform.Endpoint(endpoint_name), plan)
+    if deployment is None:
+        raise DeploymentError(f"the Model Garden deployment to {endpoint_name} ended without a "
+                              "deployed model; the debugging notebook reads its logs")
+    print(f"Deployed: endpoint {deployment.endpoint_id}.")
+    return deployment
 
 
 def _deploy_new(session: Session, plan: DeploymentPlan, endpoint: Any, *,
@@ -526,7 +594,7 @@ def _deploy_new(session: Session, plan: DeploymentPlan, endpoint: Any, *,
     settings = session.settings
     key = plan.model.slug
     labels = settings.labels(**{LABEL_MODEL: key})
-    display = validate.display_name(f"{key}-{validate.label_value(settings.run_id)}")[:128]
+    display = _display_name(session, key)
     if endpoint is None:
         endpoint = aiplatform.Endpoint.create(
             display_name=display, labels=labels,

@@ -21,6 +21,7 @@ from nbhelpers.emulator.deployments import Deployments
 from nbhelpers.emulator.httpbase import JsonHandler, Server
 from nbhelpers.emulator.huggingface import HubReply, HuggingFaceHub
 from nbhelpers.emulator.identity import TokenInfo
+from nbhelpers.emulator.model_garden import ModelGarden
 from nbhelpers.emulator.operations import Operations
 from nbhelpers.emulator.quotas import Quotas
 from nbhelpers.emulator.replica import Replica
@@ -49,6 +50,8 @@ class VertexEmulator:
         self.setup_apis = SetupApis(self.state, self.operations)
         self.token_info = TokenInfo(self.serving.expired_tokens)
         self.secret_manager = SecretManager(self.state)
+        self.model_garden = ModelGarden(self.state, self.operations, self.vertex_ai,
+                                        self.deployments)
         self.huggingface = HuggingFaceHub(self.state)
         self.controls = Controls(deployments=self.deployments, serving=self.serving,
                                  quotas=self.quotas, logging=self.logging,
@@ -61,7 +64,8 @@ class VertexEmulator:
             (method, re.compile(pattern + r"$"), func)
             for service in (self.vertex_ai, self.deployments, self.serving, self.operations,
                             self.setup_apis, self.quotas, self.logging, self.controls,
-                            self.token_info, self.secret_manager, self.huggingface)
+                            self.token_info, self.secret_manager, self.huggingface,
+                            self.model_garden)
             for method, pattern, func in service.routes()]
         self.deployments.restart_replicas()
 
@@ -215,3 +219,6 @@ class _Handler(JsonHandler):
 
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:  # update_mask writes: labels on endpoints and models
+        self._dispatch("PATCH")

@@ -86,10 +86,12 @@ class VertexAI:
             ("GET", LOCATION_PATH + r"/endpoints", self.list_endpoints),
             ("GET", ENDPOINT, self.get_endpoint),
             ("DELETE", ENDPOINT, self.delete_endpoint),
+            ("PATCH", ENDPOINT, self.update_endpoint),
             ("POST", LOCATION_PATH + r"/models:upload", self.upload_model),
             ("GET", LOCATION_PATH + r"/models", self.list_models),
             ("GET", _MODEL, self.get_model),
             ("DELETE", _MODEL, self.delete_model),
+            ("PATCH", _MODEL, self.update_model),
         ]
 
     def serve_dedicated_at(self, dns: str) -> None:
@@ -113,6 +115,24 @@ class VertexAI:
         with self.state.lock:
             self.state.data[collection][resource["name"]] = resource
             self.state.save()
+
+    def _update(self, resource: dict[str, Any], body: dict[str, Any],
+                query: dict[str, str]) -> dict[str, Any]:
+        """A PATCH: the fields `updateMask` names take the body's values (the SDK's
+        `update(labels=...)` sends updateMask=labels); the resource itself is the reply."""
+        fields = {"labels": "labels", "display_name": "displayName",
+                  "displayName": "displayName", "description": "description"}
+        mask = [f.strip() for f in query.get("updateMask", "").split(",") if f.strip()]
+        unknown = [f for f in mask if f not in fields]
+        if not mask or unknown:
+            raise ApiError(400, f"Invalid update_mask {query.get('updateMask', '')!r}: give one "
+                           f"or more of {', '.join(sorted(set(fields.values())))}.")
+        with self.state.lock:
+            for field in mask:
+                resource[fields[field]] = body.get(fields[field], {} if field == "labels" else "")
+            resource["updateTime"] = now()
+            self.state.save()
+        return resource
 
     def _remove(self, collection: str, resource: dict[str, Any]) -> dict[str, Any]:
         with self.state.lock:
@@ -157,6 +177,11 @@ class VertexAI:
                            "before deleting the endpoint.", "FAILED_PRECONDITION")
         return self._remove("endpoints", endpoint)
 
+    def update_endpoint(self, body: dict[str, Any], *, project: str, location: str, eid: str,
+                        query: dict[str, str], **_: Any) -> dict[str, Any]:
+        endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
+        return self._update(endpoint, body, query)
+
     # --- models ------------------------------------------------------------------------
     def upload_model(self, body: dict[str, Any], *, project: str, location: str,
                      **_: Any) -> dict[str, Any]:
@@ -197,3 +222,8 @@ class VertexAI:
                            f"{model['deployedModels'][0]['endpoint']}; undeploy it first.",
                            "FAILED_PRECONDITION")
         return self._remove("models", model)
+
+    def update_model(self, body: dict[str, Any], *, project: str, location: str, mid: str,
+                     query: dict[str, str], **_: Any) -> dict[str, Any]:
+        model = find_model(self.state, project=project, location=location, mid=mid)
+        return self._update(model, body, query)
