@@ -1,15 +1,16 @@
-"""What a deployment costs per hour: a price table for prediction nodes (a machine type's vCPUs
-and memory, plus its GPUs) and the estimate of a plan. A fact table: imports nothing of ours but
-the hardware table, the value rules and errors.
+"""What a deployment costs per hour: the price of a prediction node of each machine type (its
+vCPUs and memory plus its GPUs) and the estimate of a plan. A fact table: imports nothing of ours
+but the hardware table, the value rules and errors.
 
-Source and date. Vertex AI bills a deployed model per node-hour, at the rates of the "Prediction
-and explanation" tables of https://cloud.google.com/vertex-ai/pricing#prediction-prices (a vCPU
-rate, a memory rate and an accelerator rate per region). Those tables were NOT readable with
-this project's research tools on 2026-11-26 (the stored copies of the page stop before them), so
-EVERY FIGURE BELOW IS AN ASSUMPTION: Compute Engine's on-demand list rates for us-central1 as the
-team knows them, fitted to the few published figures a secondary source gives (each `Rate`
-names its own). Vertex AI charges prediction nodes at least Compute Engine's rate, so treat an
-estimate as a floor, and check the pricing page before relying on it.
+Source and date. Vertex AI bills a deployed model per node-hour at the rates of the "Prediction
+and explanation" tables of https://cloud.google.com/vertex-ai/pricing#prediction-prices. Those
+tables could NOT be read with this project's research tools on 2026-11-26 (the stored copies of
+the page stop before them). The figures below are Compute Engine's list prices of the same machine
+types, GPUs included, on demand and on Spot VMs, from the Cloud Billing catalog as the open
+dataset CATALOG transcribes it (generated 2025-03-06; read 2026-11-26). That Vertex AI charges a
+prediction node what Compute Engine charges for the VM is an ASSUMPTION (Vertex AI adds its own
+management charge, whose size no readable source gives): treat an estimate as a floor, and check
+the pricing page before relying on it.
 """
 
 from __future__ import annotations
@@ -18,58 +19,78 @@ from dataclasses import dataclass, field
 
 from nbhelpers import checks
 from nbhelpers.errors import ConfigError, choices
-from nbhelpers.hardware import ACCELERATORS, MACHINE_SHAPES, MACHINE_TYPES
+from nbhelpers.hardware import ACCELERATORS, MACHINE_TYPES
 
 PRICING_PAGE = "https://cloud.google.com/vertex-ai/pricing#prediction-prices"
+CATALOG = ("Cyclenerd/google-cloud-pricing-cost-calculator pricing.yml (Compute Engine prices from "
+           "the Cloud Billing catalog, generated 2025-03-06), compute.instance.<machine>.cost."
+           "us-central1")
 READ_ON = "2026-11-26"
 PRICED_REGION = "us-central1"
+# Regions whose price equals us-central1's for every machine type read from CATALOG.
+SAME_PRICE_REGIONS = ("us-central1", "us-east1", "us-west1")
 MAX_REPLICAS = 1_000  # far above any quota: keeps the arithmetic of a typo finite
+ASSUMPTION = (f"assumption: Vertex AI's prediction node priced at Compute Engine's VM price "
+              f"(the Vertex AI table at {PRICING_PAGE} was not readable on {READ_ON})")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Rate:
-    """One price: USD per hour of one unit, where it comes from, and whether it is assumed."""
+class NodeRate:
+    """USD per hour of one node, on demand and on Spot VMs, and where the figures come from."""
 
-    usd_per_hour: float
+    on_demand: float
+    spot: float
     source: str
-    assumption: bool = True
+    assumption: bool = True  # always, until Vertex AI's own table is read
 
 
-_CE = (f"assumption: Compute Engine on-demand list rate, {PRICED_REGION}, as the team knows it "
-       f"(the Vertex AI prediction table at {PRICING_PAGE} was not readable on {READ_ON})")
-_A3_CHECK = ("fitted so a3-highgpu-1g costs $10.9791/h, the Cloud Billing catalog's Compute Engine "
-             "figure for us-central1 read 2026-09-26 (secondary source: tgarg01/silybench-data "
-             "derived/csv/gpu_prices.csv)")
-_G2_CHECK = ("fits g2-standard-24 at about $2.00/h (secondary source: a 2026-02-21 research "
-             "note citing cloudprice.net and gcloud-compute.com)")
+def _read(on_demand: float, spot: float) -> NodeRate:
+    return NodeRate(on_demand=on_demand, spot=spot, source=f"{CATALOG}: hour, hour_spot")
 
-# Machine families: (USD per vCPU-hour, USD per GB-hour) of the node without its GPUs.
-FAMILY_RATES: dict[str, tuple[Rate, Rate]] = {
-    "g2": (Rate(usd_per_hour=0.02503, source=f"{_CE}; {_G2_CHECK}"),
-           Rate(usd_per_hour=0.00292, source=f"{_CE}; {_G2_CHECK}")),
-    "a2": (Rate(usd_per_hour=0.031611, source=_CE), Rate(usd_per_hour=0.004237, source=_CE)),
-    "a3": (Rate(usd_per_hour=0.03461, source=f"{_CE}; {_A3_CHECK}"),
-           Rate(usd_per_hour=0.00464, source=f"{_CE}; {_A3_CHECK}")),
-}
-# USD per GPU-hour. None: no figure found, not even a secondary one; a plan on it has no price.
-GPU_RATES: dict[str, Rate | None] = {
-    "NVIDIA_L4": Rate(usd_per_hour=0.56, source=f"{_CE}; {_G2_CHECK}"),
-    "NVIDIA_TESLA_A100": Rate(usd_per_hour=2.933908, source=_CE),
-    "NVIDIA_A100_80GB": Rate(usd_per_hour=3.93, source=_CE),
-    "NVIDIA_H100_80GB": Rate(usd_per_hour=8.99348, source=f"{_CE}; {_A3_CHECK}"),
-    "NVIDIA_H200_141GB": None,
-}
-# The share of the on-demand price a Spot VM node costs, per GPU type.
-SPOT_SHARES: dict[str, Rate | None] = {
-    "NVIDIA_L4": Rate(usd_per_hour=0.40, source="assumption: Compute Engine's Spot discount "
-                      "for G2 of about 60%, not read from a source"),
-    "NVIDIA_TESLA_A100": Rate(usd_per_hour=0.30, source="assumption: about 70% off, as a "
-                              "secondary note gives the A100 40GB Spot GPU at $0.88/h"),
-    "NVIDIA_A100_80GB": Rate(usd_per_hour=0.30, source="assumption: as the A100 40GB"),
-    "NVIDIA_H100_80GB": Rate(usd_per_hour=0.5985, source="a3-highgpu-1g Spot $6.571/h over "
-                             "on-demand $10.9791/h, Cloud Billing catalog read 2026-09-26 "
-                             "(secondary source: tgarg01/silybench-data)"),
-    "NVIDIA_H200_141GB": None,
+
+def _times(rate: NodeRate, factor: int, of: str) -> NodeRate:
+    """A machine type that is `factor` of another (vCPUs, memory and GPUs alike): CATALOG's
+    prices are linear in them wherever both were read (a2-highgpu 1g-8g, a3-highgpu 1g/2g/8g)."""
+    return NodeRate(on_demand=rate.on_demand * factor, spot=rate.spot * factor,
+                    source=f"{factor} x {of} ({CATALOG}); linear, as every size read there is")
+
+
+# G2: CATALOG's g2-standard prices are an L4 plus a rate per vCPU (with its 4 GB): fitted to
+# g2-standard-12 and -16, and equal to CATALOG's own g2-standard-24 and -32 to the last digit.
+_L4, _G2_VCPU = (0.560040239, 0.2231), (0.036698004, 0.014208)
+
+
+def _g2(vcpus: int, gpus: int) -> NodeRate:
+    return NodeRate(on_demand=gpus * _L4[0] + vcpus * _G2_VCPU[0],
+                    spot=gpus * _L4[1] + vcpus * _G2_VCPU[1],
+                    source=f"{gpus} L4 at ${_L4[0]}/h (Spot ${_L4[1]}) + {vcpus} vCPUs with 4 GB "
+                           f"each at ${_G2_VCPU[0]}/h (Spot ${_G2_VCPU[1]}), fitted to "
+                           f"{CATALOG} g2-standard-12/16 and equal to its -24 and -32")
+
+
+_A2_1G, _A2U_2G = _read(3.673385, 1.293355), _read(10.1375957808219, 4.05493671232877)
+_A3_1G = _read(11.0612499878219, 4.42446871232877)
+NODE_RATES: dict[str, NodeRate | None] = {
+    **{f"g2-standard-{n}": _g2(n, MACHINE_TYPES[f"g2-standard-{n}"][1])
+       for n in (8, 12, 16, 24, 32, 48, 96)},
+    "g2-standard-16": _read(1.147208303, 0.450428),
+    "g2-standard-24": _read(2.000832574, 0.787192),
+    "g2-standard-32": _read(1.734376367, 0.677756),
+    "a2-highgpu-1g": _A2_1G,
+    "a2-highgpu-2g": _read(7.34677, 2.58671),
+    "a2-highgpu-4g": _read(14.69354, 5.17342),
+    "a2-highgpu-8g": _read(29.38708, 10.34684),
+    "a2-ultragpu-1g": NodeRate(on_demand=_A2U_2G.on_demand / 2, spot=_A2U_2G.spot / 2,
+                               source=f"half of a2-ultragpu-2g ({CATALOG}); linear, as -2g and "
+                                      "-4g are there"),
+    "a2-ultragpu-2g": _A2U_2G,
+    "a2-ultragpu-4g": _read(20.2751915616438, 8.10987342465753),
+    "a2-ultragpu-8g": _times(_A2U_2G, 4, "a2-ultragpu-2g"),
+    "a3-highgpu-1g": _A3_1G,
+    "a3-highgpu-2g": _read(22.1224999756438, 8.84893742465754),
+    "a3-highgpu-4g": _times(_A3_1G, 4, "a3-highgpu-1g"),
+    "a3-highgpu-8g": _read(88.4899999025753, 35.3957496986301),
+    "a3-ultragpu-8g": None,  # H200: not in CATALOG's version read; no figure found
 }
 
 
@@ -109,14 +130,14 @@ class PriceEstimate:
         per_node = f" (${self.node_usd_per_hour:,.2f} per node)" if self.replicas > 1 else ""
         more = "".join(f"; {caveat}" for caveat in self.caveats[1:])
         return (f"about ${total:,.2f}/hour for {what}{per_node}, "
-                f"${total * 24:,.2f}/day; an estimate from assumed rates "
-                f"(prices.py){more}: check {PRICING_PAGE}")
+                f"${total * 24:,.2f}/day; Compute Engine's price for these VMs, Vertex AI's "
+                f"may be higher (prices.py){more}: check {PRICING_PAGE}")
 
 
 def estimate(machine_type: str, *, replicas: int = 1, spot: bool = False,
              region: str = PRICED_REGION) -> PriceEstimate:
-    """The hourly price of `replicas` nodes of `machine_type`: its vCPUs and memory at its
-    family's rates plus its GPUs, times the Spot share when `spot`."""
+    """The hourly price of `replicas` nodes of `machine_type` (its vCPUs, memory and GPUs), on
+    demand or on Spot VMs."""
     checks.text("machine_type", machine_type)
     if machine_type not in MACHINE_TYPES:
         raise ConfigError(f"unknown machine type {machine_type!r}; choose one of "
@@ -125,22 +146,16 @@ def estimate(machine_type: str, *, replicas: int = 1, spot: bool = False,
     checks.flag("spot", spot)
     checks.text("region", region)
     accelerator, count = MACHINE_TYPES[machine_type]
-    caveats = ["every rate is an assumption (prices.py names each one's basis)"]
-    if region != PRICED_REGION:
+    rate = NODE_RATES.get(machine_type)
+    caveats = [ASSUMPTION]
+    if region not in SAME_PRICE_REGIONS:
         caveats.append(f"priced with {PRICED_REGION} rates: the table has none for {region}")
-    vcpus, memory_gb = MACHINE_SHAPES[machine_type]
-    vcpu_rate, memory_rate = FAMILY_RATES[machine_type.split("-")[0]]
-    gpu_rate = GPU_RATES.get(accelerator)
-    share = SPOT_SHARES.get(accelerator) if spot else Rate(usd_per_hour=1.0, source="on-demand",
-                                                           assumption=False)
     node: float | None = None
-    if gpu_rate is None:
-        caveats = [f"no price found for {accelerator} (prices.GPU_RATES)"]
-    elif share is None:
-        caveats = [f"no Spot price found for {accelerator} (prices.SPOT_SHARES)"]
+    if rate is None:
+        caveats = [f"no price found for {machine_type} ({count} x {accelerator}; "
+                   "prices.NODE_RATES)"]
     else:
-        node = (vcpus * vcpu_rate.usd_per_hour + memory_gb * memory_rate.usd_per_hour
-                + count * gpu_rate.usd_per_hour) * share.usd_per_hour
+        node = rate.spot if spot else rate.on_demand
     return PriceEstimate(machine_type=machine_type, accelerator_type=accelerator,
                          accelerator_count=count, replicas=replicas, spot=spot, region=region,
                          node_usd_per_hour=node, caveats=tuple(caveats))

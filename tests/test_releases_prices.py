@@ -184,20 +184,31 @@ def test_reconnect_to_an_endpoint_deployed_under_an_old_id_with_googles_flags(se
 
 # --- prices -----------------------------------------------------------------------------------
 def test_every_rate_names_its_basis_and_is_marked_an_assumption():
-    rates = [r for pair in prices.FAMILY_RATES.values() for r in pair]
-    rates += [r for r in (*prices.GPU_RATES.values(), *prices.SPOT_SHARES.values()) if r]
-    assert rates and all(r.assumption and r.source and r.usd_per_hour > 0 for r in rates)
-    assert set(prices.GPU_RATES) == set(hardware.ACCELERATORS) == set(prices.SPOT_SHARES)
-    assert {m.split("-")[0] for m in hardware.MACHINE_TYPES} == set(prices.FAMILY_RATES)
+    assert set(prices.NODE_RATES) == set(hardware.MACHINE_TYPES)
+    rates = [r for r in prices.NODE_RATES.values() if r]
+    assert len(rates) == len(hardware.MACHINE_TYPES) - 1  # no figure found for the H200 machine
+    for rate in rates:
+        assert rate.assumption and "pricing.yml" in rate.source and 0 < rate.spot < rate.on_demand
     assert prices.READ_ON in prices.__doc__ and prices.PRICING_PAGE in prices.__doc__
+    assert "ASSUMPTION" in prices.__doc__
 
 
-def test_prices_match_the_published_figures_they_were_fitted_to():
-    # a3-highgpu-1g: $10.9791/h (Cloud Billing catalog, 2026-09-26); g2-standard-24: about $2.00.
-    assert prices.estimate("a3-highgpu-1g").usd_per_hour == pytest.approx(10.9791, abs=0.001)
-    assert prices.estimate("g2-standard-24").usd_per_hour == pytest.approx(2.00, abs=0.01)
-    spot = prices.estimate("a3-highgpu-1g", spot=True).usd_per_hour
-    assert spot == pytest.approx(6.571, abs=0.001)  # the same catalog's Spot figure
+def test_prices_are_the_catalogs_figures():
+    # Read from CATALOG (us-central1 hour and hour_spot), as the table cites them.
+    read = {"a2-highgpu-1g": (3.673385, 1.293355), "a2-highgpu-8g": (29.38708, 10.34684),
+            "a3-highgpu-1g": (11.0612499878219, 4.42446871232877),
+            "a3-highgpu-8g": (88.4899999025753, 35.3957496986301),
+            "g2-standard-24": (2.000832574, 0.787192), "g2-standard-32": (1.734376367, 0.677756)}
+    for machine, (hour, spot) in read.items():
+        assert prices.estimate(machine).usd_per_hour == hour
+        assert prices.estimate(machine, spot=True).usd_per_hour == spot
+    # The G2 fit (an L4 plus a rate per vCPU, from -12 and -16) gives -24 and -32 as read.
+    for machine in ("g2-standard-24", "g2-standard-32"):
+        vcpus, gpus = hardware.MACHINE_SHAPES[machine][0], hardware.MACHINE_TYPES[machine][1]
+        assert prices._g2(vcpus, gpus).on_demand == pytest.approx(read[machine][0], abs=1e-9)
+        assert prices._g2(vcpus, gpus).spot == pytest.approx(read[machine][1], abs=1e-9)
+    assert prices.estimate("a3-highgpu-4g").usd_per_hour == pytest.approx(
+        2 * read["a3-highgpu-1g"][0] * 2)
 
 
 def test_an_estimate_counts_machine_gpus_replicas_spot_and_region():
@@ -220,7 +231,7 @@ def test_an_estimate_counts_machine_gpus_replicas_spot_and_region():
         elsewhere.describe()
     h200 = prices.estimate("a3-ultragpu-8g")
     assert not h200.known and h200.headline() == "unknown"
-    assert "no price found for NVIDIA_H200_141GB" in h200.describe()
+    assert "no price found for a3-ultragpu-8g (8 x NVIDIA_H200_141GB" in h200.describe()
     with pytest.raises(ConfigError, match="replicas must be a whole number from 1"):
         prices.estimate("g2-standard-12", replicas=0)
 
@@ -247,7 +258,7 @@ def test_a_plan_above_max_hourly_cost_is_refused_with_cheaper_choices(session, e
         if line.startswith("  - MACHINE_TYPE"):
             assert float(line.rpartition("$")[2].split("/")[0]) <= 20.0
     with pytest.raises(ConfigError, match=r"\$0.50/hour. Choices .*\n  - spot = True on "
-                                          r"g2-standard-12 \(about \$0.40/hour;"):
+                                          r"g2-standard-12 \(about \$0.39/hour;"):
         _plan(max_hourly_cost=0.5)  # only Spot VMs are within it
     with pytest.raises(ConfigError, match="none of the machine types fits this model"):
         _plan(max_hourly_cost=0.3)
