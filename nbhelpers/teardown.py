@@ -8,9 +8,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbhelpers import checks
+from nbhelpers import checks, prices, validate
 from nbhelpers.connection import Session
 from nbhelpers.deployments import MAX_DEPLOY_WAIT_S, wait_for_deploys
+from nbhelpers.errors import ConfigError
 from nbhelpers.releases import DEPLOYMENT_TIMEOUT_S
 from nbhelpers.settings import LABEL_OWNER, LABEL_RUN, LABEL_SUITE, SUITE, is_expired
 from nbhelpers.state import is_mirror
@@ -169,3 +170,75 @@ def _delete_files(blobs: list[Any]) -> None:
         for blob, reply in zip(chunk, replies, strict=False):
             if not 200 <= reply.status_code < 300:
                 _retry(blob.delete, f"file gs://{blob.bucket.name}/{blob.name}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BilledDeployment:
+    """A model deployed on an endpoint: it bills by the hour, whoever made it."""
+
+    endpoint_name: str
+    display_name: str
+    region: str
+    deployed_model_id: str
+    machine_type: str  # "" for automatic resources
+    accelerator_type: str
+    accelerator_count: int
+    replicas: int  # the minimum kept running, each billed
+    labels: dict[str, str]
+
+    @property
+    def owner(self) -> str:
+        return self.labels.get(LABEL_OWNER, "")
+
+    def describe(self) -> str:
+        gpus = (f"{self.accelerator_count} x {self.accelerator_type}"
+                if self.accelerator_count else "no GPU")
+        who = (f"owner label {self.owner}, run {self.labels.get(LABEL_RUN, '?')}"
+               if self.labels.get(LABEL_SUITE) == SUITE else
+               "not the suite's (no nbh- labels)" if not self.owner else
+               f"owner label {self.owner}")
+        try:
+            price = prices.estimate(self.machine_type, replicas=self.replicas,
+                                    region=self.region).describe()
+        except ConfigError:  # a machine outside the price table is listed all the same
+            price = "price unknown"
+        return (f"endpoint {self.endpoint_name.split('/')[-1]} {self.display_name!r} in "
+                f"{self.region}: deployed model {self.deployed_model_id} on "
+                f"{self.replicas} x {self.machine_type or 'automatic resources'} ({gpus}); "
+                f"{who}; {price}")
+
+
+def billing_deployments(session: Session, *, regions: tuple[str, ...] = ()) -> list[
+        BilledDeployment]:
+    """Read-only: every deployed model on every endpoint of the project in `regions` (default:
+    the session's region), labelled or not, whoever made it, so nothing that bills is
+    invisible. Nothing is changed; deleting another person's deployment is theirs to do."""
+    from google.cloud import aiplatform
+
+    wanted = [validate.region(r) for r in checks.sequence("regions", regions, low=0, high=50,
+                                                           of="region names")]
+    found = []
+    for region in wanted or [session.settings.region]:
+        for endpoint in aiplatform.Endpoint.list(location=region):
+            for deployed in endpoint.gca_resource.deployed_models:
+                resources = deployed.dedicated_resources
+                spec = resources.machine_spec
+                accelerator = spec.accelerator_type
+                found.append(BilledDeployment(
+                    endpoint_name=endpoint.resource_name, display_name=endpoint.display_name,
+                    region=region, deployed_model_id=deployed.id,
+                    machine_type=spec.machine_type,
+                    accelerator_type=getattr(accelerator, "name", str(accelerator)),
+                    accelerator_count=spec.accelerator_count,
+                    replicas=max(resources.min_replica_count, 1),
+                    labels=dict(endpoint.labels)))
+    return found
+
+
+def describe_billing(found: list[BilledDeployment], *, regions: tuple[str, ...] = ()) -> str:
+    where = ", ".join(regions) if regions else "the session's region"
+    if not found:
+        return f"No deployed model in {where}: nothing of Vertex AI prediction bills there."
+    return (f"{len(found)} deployed model(s) bill in {where} (read-only list; yours are "
+            "deleted above, others' are their owners' to delete):\n"
+            + "\n".join(f"  - {d.describe()}" for d in found))

@@ -87,3 +87,31 @@ def test_a_mirror_that_fails_is_said_once_and_the_local_state_is_kept(env, tmp_p
     said = capsys.readouterr().out
     assert said.count("could not copy the run state to gs://some-bucket/") == 1
     assert json.loads(run.path.read_text())["step"] == 2
+
+
+def test_the_billing_list_shows_every_deployed_model_labelled_or_not(session, env):
+    from nbhelpers import teardown
+
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    plan = nbhelpers.plan_deployment("Llama-3.2-1B-Instruct", ask_for_token=False)
+    mine = nbhelpers.deploy(session, plan)
+    container = plan.container  # someone's deployment by hand with the SDK: no labels at all
+    by_hand = aiplatform.Model.upload(
+        display_name="by-hand", serving_container_image_uri=container.image_uri,
+        serving_container_args=container.args,
+        serving_container_environment_variables=container.env,
+        serving_container_ports=[container.port],
+        serving_container_predict_route=container.predict_route,
+        serving_container_health_route=container.health_route)
+    by_hand.deploy(machine_type="g2-standard-24", accelerator_type="NVIDIA_L4",
+                   accelerator_count=2)
+    aiplatform.Endpoint.create(display_name="empty")  # nothing deployed: nothing billed
+    found = teardown.billing_deployments(session)
+    assert sorted((d.endpoint_name == mine.endpoint_name, d.machine_type, d.accelerator_count)
+                  for d in found) == [(False, "g2-standard-24", 2), (True, plan.hardware.machine_type, 1)]
+    said = teardown.describe_billing(found)
+    assert said.startswith("2 deployed model(s) bill in the session's region")
+    assert "not the suite's (no nbh- labels)" in said
+    assert f"owner label {session.settings.owner}, run run-a" in said
+    assert "1 x g2-standard-24 (2 x NVIDIA_L4)" in said and "/hour" in said
+    assert len(aiplatform.Endpoint.list()) == 3  # read-only: nothing was deleted

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from nbhelpers.emulator import access
 from nbhelpers.emulator.common import ApiError, Route, State
 from nbhelpers.emulator.httpbase import ConnectionPool
 from nbhelpers.emulator.replica import Replica
@@ -110,6 +111,8 @@ class Serving:
                            "completions are served by dedicated endpoints only (create the "
                            "endpoint with dedicatedEndpointEnabled).", "FAILED_PRECONDITION")
         self._admit(headers or {})
+        access.require(self.state, headers, "aiplatform.endpoints.predict", project=project,
+                       resource=endpoint["name"])
         limit = predict_payload_bytes(dedicated=dedicated)
         if raw_length > limit:
             raise ApiError(400, f"Request payload size exceeds the limit: {limit} bytes.")
