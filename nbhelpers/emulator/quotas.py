@@ -1,6 +1,6 @@
-"""Cloud Quotas (the serving GPU limits) and the Cloud Monitoring series of their usage: the
-GPUs of the deployments live in each region, as the quota system counts them. Sources in
-docs/google-contract.md."""
+"""Cloud Quotas (the serving GPU limits, on v1 for the SDK and v1beta for `gcloud beta quotas
+info`) and the Cloud Monitoring series of their usage: the GPUs of the deployments live in each
+region, as the quota system counts them. Sources in docs/google-contract.md."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Any
 
 from nbhelpers.emulator.common import ApiError, Route, State, now, project_number
 from nbhelpers.hardware import ACCELERATORS
+from nbhelpers.validate import VERTEX_REGIONS
 
 DEFAULT_GPU_QUOTA = 16
+SERVICE = "aiplatform.googleapis.com"
 USAGE_METRIC = "serviceruntime.googleapis.com/quota/allocation/usage"
 # The quota metric behind each serving quota id, as Vertex AI names it (Google's Model Garden
 # notebooks map accelerators to these names; H200's follows the same pattern).
@@ -22,6 +24,16 @@ SERVING_METRICS = {
     "NVIDIA_H200_141GB": "custom_model_serving_nvidia_h200_gpus",
 }
 _FILTER_TERM = re.compile(r'([a-z_.]+)\s*=\s*"([^"]*)"')
+_SERVICE_PATH = (r"/(?:v1|v1beta)/projects/(?P<project>[^/]+)/locations/global/services/"
+                 r"(?P<service>[^/]+)/quotaInfos")
+PREEMPTIBLE = "Preemptible"  # Spot VMs' serving quota: CustomModelServingPreemptible{X}...
+DEFAULT_PAGE_SIZE = 100
+
+
+def serving_quota_ids() -> list[str]:
+    """The serving GPU quotas the emulator knows: on-demand and Spot, per accelerator."""
+    return [f"CustomModelServing{kind}{accelerator.quota_family}PerProjectPerRegion"
+            for kind in ("", PREEMPTIBLE) for accelerator in ACCELERATORS.values()]
 
 
 def _accelerator_of(quota_id: str) -> str | None:
@@ -32,10 +44,14 @@ def _accelerator_of(quota_id: str) -> str | None:
 
 
 def _quota_metric(service: str, quota_id: str) -> str:
-    accelerator = _accelerator_of(quota_id)
+    spot = quota_id.startswith(f"CustomModelServing{PREEMPTIBLE}")
+    accelerator = _accelerator_of(quota_id.replace(PREEMPTIBLE, "", 1) if spot else quota_id)
     if accelerator is None:
         return f"{service}/{quota_id}"
-    return f"{service}/{SERVING_METRICS[accelerator]}"
+    metric = SERVING_METRICS[accelerator]
+    if spot:  # Google's notebooks' map: custom_model_serving_preemptible_{gpu}
+        metric = metric.replace("custom_model_serving_", "custom_model_serving_preemptible_", 1)
+    return f"{service}/{metric}"
 
 
 class Quotas:
@@ -46,24 +62,49 @@ class Quotas:
         self.state = state
 
     def routes(self) -> list[Route]:
-        return [("GET", r"/v1/projects/(?P<project>[^/]+)/locations/global/services/"
-                        r"(?P<service>[^/]+)/quotaInfos/(?P<qid>[^/]+)", self.get_quota_info),
+        return [("GET", _SERVICE_PATH + r"/(?P<qid>[^/]+)", self.get_quota_info),
+                ("GET", _SERVICE_PATH, self.list_quota_infos),
                 ("GET", r"/v3/projects/(?P<project>[^/:]+)/timeSeries", self.list_time_series)]
 
     def get_quota_info(self, body: dict[str, Any], *, project: str, service: str, qid: str,
                        **_: Any) -> dict[str, Any]:
         """Serving quotas default to 16 GPUs of each kind in every region; tests lower them.
-        A QuotaInfo carries limits only: usage is Cloud Monitoring's."""
+        A QuotaInfo carries limits only: usage is Cloud Monitoring's. Each value names the
+        regions it applies to: a region's own, or every other region for the default."""
         regions = self.state.data.setdefault("quotas", {}).get(qid, {"*": DEFAULT_GPU_QUOTA})
-        infos = [{"dimensions": {} if region == "*" else {"region": region},
+        own = [r for r in regions if r != "*"]
+        # proto3 JSON leaves the empty dimensions of the every-region value out
+        infos = [{**({} if region == "*" else {"dimensions": {"region": region}}),
                   "details": {"value": str(value)},
-                  "applicableLocations": [] if region == "*" else [region]}
+                  "applicableLocations": ([r for r in VERTEX_REGIONS if r not in own]
+                                          if region == "*" else [region])}
                  for region, value in regions.items()]
         return {"name": f"projects/{project_number(project)}/locations/global/services/"
                         f"{service}/quotaInfos/{qid}",
                 "quotaId": qid, "service": service, "dimensions": ["region"],
                 "metric": _quota_metric(service, qid), "isPrecise": True,
                 "dimensionsInfos": infos}
+
+    def list_quota_infos(self, body: dict[str, Any], *, project: str, service: str,
+                         query: dict[str, str], **_: Any) -> dict[str, Any]:
+        """`quotaInfos.list`, in pages of `pageSize` (gcloud asks for 10) with an opaque
+        `nextPageToken`: the serving GPU quotas, and any a test set."""
+        if service != SERVICE:  # the emulator keeps Vertex AI's serving quotas only
+            return {}
+        ids = sorted({*serving_quota_ids(), *self.state.data.get("quotas", {})})
+        try:
+            size = int(query.get("pageSize") or DEFAULT_PAGE_SIZE)
+            start = int(query.get("pageToken") or 0)
+        except ValueError:
+            raise ApiError(400, "Invalid pageSize or pageToken.") from None
+        if size < 1 or start < 0:
+            raise ApiError(400, f"Invalid pageSize {size}: it must be positive.")
+        page = [self.get_quota_info(body, project=project, service=service, qid=qid)
+                for qid in ids[start:start + size]]
+        reply: dict[str, Any] = {"quotaInfos": page} if page else {}
+        if start + size < len(ids):
+            reply["nextPageToken"] = str(start + size)
+        return reply
 
     def set_limit(self, quota_id: str, region: str, value: int) -> None:
         """What a test sets to rehearse a project without enough quota."""
@@ -108,7 +149,7 @@ class Quotas:
         wanted_region = terms.get("resource.labels.location")
         series = []
         for (accelerator, region), gpus in sorted(self.gpus_in_use(project).items()):
-            service = "aiplatform.googleapis.com"
+            service = SERVICE
             metric = f"{service}/{SERVING_METRICS.get(accelerator, accelerator)}"
             if gpus == 0 or (wanted_metric and wanted_metric != metric) or (
                     wanted_region and wanted_region != region):

@@ -1,5 +1,6 @@
-"""The setup steps' Google APIs: Service Usage (enable an API), Resource Manager (the project)
-and the project's IAM policy, with Google's policy versions (a conditional binding is only
+"""The setup steps' Google APIs: Service Usage (enable an API, or several at once as `gcloud
+services enable` does), Resource Manager (the project: v3 for the SDK, v1 for gcloud) and the
+project's IAM policy, with Google's policy versions (a conditional binding is only
 shown whole at version 3) and etags (a write based on a stale read is ABORTED); the sources are
 in docs/google-contract.md."""
 
@@ -15,6 +16,7 @@ from nbhelpers.emulator.common import ApiError, Route, State, project_number
 from nbhelpers.emulator.operations import Operations
 
 _PROJECT = r"/v3/projects/(?P<project>[^/:]+)"
+_PROJECT_V1 = r"/v1/projects/(?P<project>[^/:]+)"  # Resource Manager v1, as gcloud calls it
 _SERVICE = r"/v1/projects/(?P<project>[^/]+)/services/(?P<service>[^/:]+)"
 VALID_POLICY_VERSIONS = (0, 1, 3)
 WITHCOND = "_withcond_"  # how a version-1 read names a conditional binding's role
@@ -35,9 +37,14 @@ class SetupApis:
         return [
             ("GET", _SERVICE, self.get_service),
             ("POST", _SERVICE + r":enable", self.enable_service),
+            ("POST", r"/v1/projects/(?P<project>[^/]+)/services:batchEnable",
+             self.batch_enable_services),
             ("GET", _PROJECT, self.get_project),
             ("POST", _PROJECT + r":getIamPolicy", self.get_iam_policy),
             ("POST", _PROJECT + r":setIamPolicy", self.set_iam_policy),
+            ("GET", _PROJECT_V1, self.get_project_v1),
+            ("POST", _PROJECT_V1 + r":getIamPolicy", self.get_iam_policy),
+            ("POST", _PROJECT_V1 + r":setIamPolicy", self.set_iam_policy),
         ]
 
     def _service(self, project: str, service: str) -> dict[str, Any]:
@@ -60,6 +67,29 @@ class SetupApis:
         return self.operations.create("", {
             "@type": "type.googleapis.com/google.api.serviceusage.v1.EnableServiceResponse",
             "service": self._service(project, service)})
+
+    def batch_enable_services(self, body: dict[str, Any], project: str,
+                              **_: Any) -> dict[str, Any]:
+        """`services:batchEnable {serviceIds}` (at most 20, all or none): one operation whose
+        response lists every service enabled."""
+        ids = [str(s) for s in body.get("serviceIds") or []]
+        if not ids or len(ids) > 20:
+            raise ApiError(400, f"serviceIds must name 1 to 20 services; got {len(ids)}.")
+        with self.state.lock:
+            enabled = self.state.data["services"].setdefault(project_number(project), [])
+            enabled += [s for s in ids if s not in enabled]
+            self.state.save()
+        return self.operations.create("", {
+            "@type": "type.googleapis.com/google.api.serviceusage.v1.BatchEnableServicesResponse",
+            "services": [self._service(project, s) for s in ids]})
+
+    def get_project_v1(self, body: dict[str, Any], project: str, **_: Any) -> dict[str, Any]:
+        """Resource Manager v1's Project (what `gcloud projects describe` prints): the number
+        is a field of its own, the id is the name."""
+        return {"projectNumber": project_number(project), "projectId": project,
+                "lifecycleState": "ACTIVE", "name": project,
+                "createTime": "2024-01-01T00:00:00.000Z",
+                "parent": {"type": "organization", "id": "0"}}
 
     def get_project(self, body: dict[str, Any], project: str, **_: Any) -> dict[str, Any]:
         return {"name": f"projects/{project_number(project)}", "projectId": project,
