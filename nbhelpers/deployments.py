@@ -499,15 +499,17 @@ def _adopt(session: Session, key: str, endpoint: Any, plan: DeploymentPlan) -> D
     return deployment
 
 
-def _check_quota(session: Session, hardware: Hardware) -> None:
-    """Stops before anything is created when the serving quota is short; a quota that cannot
-    be read (API off, no permission) is reported and the deployment goes on."""
+def _check_quota(session: Session, hardware: Hardware, scaling: Scaling) -> None:
+    """Stops before anything is created when the serving quota (Spot VMs' own with Spot) is
+    short of the GPUs of the most replicas; a quota that cannot be read (API off, no
+    permission) is reported and the deployment goes on."""
     from google.api_core import exceptions
 
     from nbhelpers.quota import require_quota
 
     try:
-        print(f"Serving quota: {require_quota(session, hardware).describe()}.")
+        check = require_quota(session, hardware, replicas=scaling.most, spot=scaling.spot)
+        print(f"Serving quota: {check.describe()}.")
     except exceptions.GoogleAPICallError as err:
         print(f"Could not read the serving quota ({err.message}); deploying anyway.")
 
@@ -534,7 +536,7 @@ def deploy(session: Session, plan: DeploymentPlan, *,
                       "created or billed.")
                 return live
         plan.require_fit()
-        _check_quota(session, plan.hardware)
+        _check_quota(session, plan.hardware, plan.scaling)
         if plan.deploy_with == MODEL_GARDEN:
             return _deploy_with_model_garden(session, plan, endpoint, timeout_s=timeout_s)
         return _deploy_new(session, plan, endpoint, timeout_s=timeout_s)

@@ -23,9 +23,11 @@ USAGE_WINDOW_S = 25 * 3600  # the newest point within a day: a gauge that rarely
 QUOTA_HELP = "https://cloud.google.com/docs/quotas/view-manage#requesting_higher_quota"
 
 
-def quota_id(accelerator_type: str) -> str:
+def quota_id(accelerator_type: str, *, spot: bool = False) -> str:
+    """Spot VMs draw on their own quota (Google's notebooks' common_util:
+    CustomModelServingPreemptible{X}PerProjectPerRegion)."""
     family = ACCELERATORS[accelerator_type].quota_family
-    return f"CustomModelServing{family}PerProjectPerRegion"
+    return f"CustomModelServing{'Preemptible' if spot else ''}{family}PerProjectPerRegion"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,33 +100,38 @@ def _rfc3339(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-def serving_quota(session: Any, hardware: Hardware) -> QuotaCheck:
-    """The project's serving quota for the hardware's GPUs in the session's region, with
-    the GPUs of that kind already in use there."""
+def serving_quota(session: Any, hardware: Hardware, *, replicas: int = 1,
+                  spot: bool = False) -> QuotaCheck:
+    """The project's serving quota for the hardware's GPUs in the session's region (Spot
+    VMs' own quota with `spot`), with the GPUs of that kind already in use there; a deployment
+    that may scale to `replicas` needs that many machines' GPUs."""
     from google.cloud import cloudquotas_v1
 
     client = session.rest_client(cloudquotas_v1.CloudQuotasClient)
-    qid = quota_id(hardware.accelerator_type)
+    qid = quota_id(hardware.accelerator_type, spot=spot)
     name = (f"projects/{session.settings.project}/locations/global/services/{SERVICE}/"
             f"quotaInfos/{qid}")
     info = client.get_quota_info(request={"name": name})
     region = session.settings.region
     in_use, note = gpus_in_use(session, quota_metric=info.metric, region=region)
     return QuotaCheck(quota_id=qid, region=region, limit=_limit(info, region),
-                      needed=hardware.accelerator_count, in_use=in_use, usage_note=note)
+                      needed=hardware.accelerator_count * replicas, in_use=in_use,
+                      usage_note=note)
 
 
-def require_quota(session: Any, hardware: Hardware) -> QuotaCheck:
+def require_quota(session: Any, hardware: Hardware, *, replicas: int = 1,
+                  spot: bool = False) -> QuotaCheck:
     """Raises a ConfigError naming the ways out when the GPUs in use plus those needed
-    exceed the quota; nothing has been created at that point."""
-    check = serving_quota(session, hardware)
+    (for the most replicas) exceed the quota; nothing has been created at that point."""
+    check = serving_quota(session, hardware, replicas=replicas, spot=spot)
     if not check.enough:
         project = session.settings.project
         free = max((check.limit or 0) - (check.in_use or 0), 0)
         raise ConfigError(
             f"not enough serving quota: {check.describe()}, so {free} are free. Either "
             f"deploy with at most {free} GPU(s) of this kind (a smaller machine type or "
-            "model), or in another region with quota, or undeploy what holds them, or "
+            "model, or fewer replicas), or in another region with quota, or undeploy what "
+            "holds them, or "
             f"request an increase of '{check.quota_id}' for {check.region} (service "
             f"{SERVICE}) at https://console.cloud.google.com/iam-admin/quotas?project="
             f"{project} (how: {QUOTA_HELP})."

@@ -362,3 +362,21 @@ def test_a_deployment_with_a_replica_range_spot_and_autoscaling_records_its_spec
         "prometheus.googleapis.com/vertex_vllm_num_requests_waiting": 5,
     }
     assert served.dedicated_resources.machine_spec.accelerator_count == 1
+
+
+def test_the_quota_check_counts_the_most_replicas_and_spots_own_quota(session, emulator):
+    import json
+    import urllib.request
+
+    from nbhelpers.quota import quota_id
+
+    assert quota_id("NVIDIA_L4", spot=True) == \
+        "CustomModelServingPreemptibleL4GPUsPerProjectPerRegion"
+    request = urllib.request.Request(
+        f"{emulator.url}/emulator/quota",
+        json.dumps({"quota_id": quota_id("NVIDIA_L4"), "region": "us-central1",
+                    "value": 2}).encode(), {"Content-Type": "application/json"})
+    urllib.request.urlopen(request).close()
+    with pytest.raises(ConfigError, match="limit 2, in use 0, this deployment needs 3"):
+        nbhelpers.deploy(session, _plan(scaling=nbhelpers.Scaling(max_replicas=3)))
+    _nothing_created(emulator)
