@@ -138,6 +138,66 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
+# --- workshop: an organiser's shared endpoint for a room (nbhelpers.workshop) ----------------
+def _workshop(args: argparse.Namespace) -> int:
+    """plan|up|card|grant|down of workshop `--id`; exit status 2 on bad input or a refusal."""
+    import json
+
+    import nbhelpers
+    from nbhelpers import workshop
+    from nbhelpers.errors import ConfigError
+
+    try:
+        session = nbhelpers.connect(project=args.project, region=args.region,
+                                    bucket_uri=args.bucket, backend=args.backend,
+                                    run_id=args.id, quiet=True)
+        if args.action in ("plan", "up"):
+            plan = workshop.plan_workshop(args.model, attendees=args.attendees,
+                                          hours=args.hours, machine_type=args.machine_type,
+                                          weights_uri=args.weights_uri,
+                                          ask_for_token=args.action == "up",
+                                          region=session.settings.region)
+            print(plan.describe())
+            if args.action == "plan":
+                print(f"Serving quota: {workshop.check_quota(session, plan)}.")
+            else:
+                workshop.up(session, plan)
+        elif args.action == "card":
+            print(json.dumps(workshop.read_card(session, args.id), indent=2))
+        elif args.action == "grant":
+            workshop.grant(session, args.attendee or [], role=args.role)
+        else:
+            workshop.down(session)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_workshop_commands(commands: Any) -> None:
+    from nbhelpers.workshop import ATTENDEE_ROLE, DEFAULT_HOURS
+
+    shop = commands.add_parser("workshop", help="one shared endpoint for a room of attendees")
+    shop.add_argument("action", choices=("plan", "up", "card", "grant", "down"),
+                      help="plan (with the quota check), up (deploy, write the card), card "
+                      "(print it), grant (attendees may call it), down (delete everything)")
+    shop.add_argument("--id", required=True, help="the workshop id (a run id: 1-63 of a-z 0-9 - _)")
+    shop.add_argument("--model", default="Llama-3.1-8B-Instruct")
+    shop.add_argument("--attendees", type=int, default=30, help="people in the room")
+    shop.add_argument("--hours", type=float, default=DEFAULT_HOURS,
+                      help="how long the endpoint lives (its expiry label)")
+    shop.add_argument("--machine-type", default="")
+    shop.add_argument("--weights-uri", default="", help="gs:// copy of the weights (no token)")
+    shop.add_argument("--attendee", action="append",
+                      help="grant: an e-mail, or group:ADDRESS (repeat for each)")
+    shop.add_argument("--role", default=ATTENDEE_ROLE, help="grant: the role on the endpoint")
+    shop.add_argument("--backend", default="auto")
+    shop.add_argument("--project", default="")
+    shop.add_argument("--region", default="")
+    shop.add_argument("--bucket", default="")
+    shop.set_defaults(func=_workshop)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nbhelpers")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -215,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     chk = commands.add_parser("check-notebooks", help="lint notebooks for the suite's rules")
     chk.add_argument("directory")
     chk.set_defaults(func=_check)
+    _add_workshop_commands(commands)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -38,6 +38,12 @@ def current_run_id(directory: Path | None = None) -> str | None:
     return pointer.read_text().strip() or None if pointer.exists() else None
 
 
+def run_or_latest() -> str:
+    """The run meant when none is named: $NBHELPERS_RUN_ID, else this runtime's current run,
+    else LATEST (a recycled runtime has none: the owner's newest run mirrored to the bucket)."""
+    return (os.environ.get("NBHELPERS_RUN_ID") or "").strip() or current_run_id() or LATEST
+
+
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")

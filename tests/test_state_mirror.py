@@ -108,10 +108,40 @@ def test_the_billing_list_shows_every_deployed_model_labelled_or_not(session, en
     aiplatform.Endpoint.create(display_name="empty")  # nothing deployed: nothing billed
     found = teardown.billing_deployments(session)
     assert sorted((d.endpoint_name == mine.endpoint_name, d.machine_type, d.accelerator_count)
-                  for d in found) == [(False, "g2-standard-24", 2), (True, plan.hardware.machine_type, 1)]
+                  for d in found) == [(False, "g2-standard-24", 2),
+                                      (True, plan.hardware.machine_type, 1)]
     said = teardown.describe_billing(found)
     assert said.startswith("2 deployed model(s) bill in the session's region")
     assert "not the suite's (no nbh- labels)" in said
     assert f"owner label {session.settings.owner}, run run-a" in said
     assert "1 x g2-standard-24 (2 x NVIDIA_L4)" in said and "/hour" in said
     assert len(aiplatform.Endpoint.list()) == 3  # read-only: nothing was deleted
+
+
+@pytest.mark.notebooks
+def test_the_cleanup_notebook_on_a_recycled_runtime_deletes_the_runs_deployment(
+        session, env, emulator, tmp_path):
+    from pathlib import Path
+
+    from nbhelpers.run_config import RunConfig
+    from nbhelpers.runner import run
+
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    nbhelpers.prepare_project(session)
+    deployment = nbhelpers.deploy(session, nbhelpers.plan_deployment(
+        "Llama-3.2-1B-Instruct", ask_for_token=False))
+    notebooks = Path(__file__).resolve().parent.parent / "notebooks"
+    # The runner's kernels keep their state in a directory of their own: a new runtime.
+    report = run(RunConfig(notebooks, tmp_path / "recycled", run_id="run-a", progress=False,
+                           only=("05_cleanup.ipynb",),
+                           environment={"NBHELPERS_EMULATOR_URL": emulator.url,
+                                        "NBHELPERS_EMULATOR_IDENTITY": ALICE,
+                                        "GOOGLE_CLOUD_PROJECT": "test-project"}))
+    assert [(r.notebook, r.ok) for r in report.runs] == [("05_cleanup.ipynb", True)], \
+        [r.error for r in report.runs]
+    executed = (tmp_path / "recycled" / "run-a" / "05_cleanup.ipynb").read_text()
+    assert "Restored the state of run run-a from gs://" in executed
+    assert deployment.endpoint_name.split("/")[-1] in executed
+    assert "No deployed model in the session's region" in executed
+    assert emulator.vertex.state.data["endpoints"] == {}
+    assert emulator.vertex.state.data["models"] == {}

@@ -1,5 +1,7 @@
-"""Vertex AI endpoints and models: create, list (with label filters), get and delete, and the
-lookups the deployment and serving modules use, answered in Vertex AI's own wording."""
+"""Vertex AI endpoints and models: create, list (with label filters), get and delete, an
+endpoint's own IAM policy, and the lookups the deployment and serving modules use, answered in
+Vertex AI's own wording. Callers named restricted principals are held to their IAM roles
+(see access.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from nbhelpers.emulator import access
 from nbhelpers.emulator.common import (
     LOCATION_PATH,
     V1,
@@ -17,6 +20,7 @@ from nbhelpers.emulator.common import (
     project_number,
 )
 from nbhelpers.emulator.operations import Operations
+from nbhelpers.emulator.setup_apis import CONCURRENT_CHANGE, _etag
 
 EMPTY = "type.googleapis.com/google.protobuf.Empty"
 TOKEN_PLACEHOLDER = "<set at upload; not stored by the emulator>"
@@ -92,6 +96,9 @@ class VertexAI:
             ("GET", _MODEL, self.get_model),
             ("DELETE", _MODEL, self.delete_model),
             ("PATCH", _MODEL, self.update_model),
+            ("POST", ENDPOINT + r":getIamPolicy", self.get_endpoint_iam_policy),
+            ("POST", ENDPOINT + r":setIamPolicy", self.set_endpoint_iam_policy),
+            ("POST", r"/emulator/restricted-principals", self.restrict_principal),
         ]
 
     def serve_dedicated_at(self, dns: str) -> None:
@@ -104,7 +111,9 @@ class VertexAI:
                     endpoint["dedicatedEndpointDns"] = dns
 
     def _list(self, collection: str, *, project: str, location: str,
-              query: dict[str, str]) -> dict[str, Any]:
+              query: dict[str, str], headers: Any = None) -> dict[str, Any]:
+        access.require(self.state, headers, f"aiplatform.{collection}.list", project=project,
+                       resource=parent(project, location))
         terms = parse_filter(query.get("filter", ""))
         prefix = parent(project, location) + "/"
         found = [r for n, r in self.state.data[collection].items()
@@ -142,7 +151,9 @@ class VertexAI:
 
     # --- endpoints ---------------------------------------------------------------------
     def create_endpoint(self, body: dict[str, Any], *, project: str, location: str,
-                        **_: Any) -> dict[str, Any]:
+                        headers: Any = None, **_: Any) -> dict[str, Any]:
+        access.require(self.state, headers, "aiplatform.endpoints.create", project=project,
+                       resource=parent(project, location))
         name = f"{parent(project, location)}/endpoints/{self.state.next_id()}"
         endpoint = {"name": name, "displayName": body.get("displayName", ""),
                     "labels": body.get("labels", {}), "createTime": now(),
@@ -161,21 +172,67 @@ class VertexAI:
         return self.operations.create(name, {"@type": V1 + "Endpoint", **endpoint})
 
     def list_endpoints(self, body: dict[str, Any], *, project: str, location: str,
-                       query: dict[str, str], **_: Any) -> dict[str, Any]:
-        return self._list("endpoints", project=project, location=location, query=query)
+                       query: dict[str, str], headers: Any = None, **_: Any) -> dict[str, Any]:
+        return self._list("endpoints", project=project, location=location, query=query,
+                          headers=headers)
 
     def get_endpoint(self, body: dict[str, Any], *, project: str, location: str, eid: str,
-                     **_: Any) -> dict[str, Any]:
-        return find_endpoint(self.state, project=project, location=location, eid=eid)
+                     headers: Any = None, **_: Any) -> dict[str, Any]:
+        endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
+        access.require(self.state, headers, "aiplatform.endpoints.get", project=project,
+                       resource=endpoint["name"])
+        return endpoint
 
     def delete_endpoint(self, body: dict[str, Any], *, project: str, location: str, eid: str,
-                        **_: Any) -> dict[str, Any]:
+                        headers: Any = None, **_: Any) -> dict[str, Any]:
         endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
+        access.require(self.state, headers, "aiplatform.endpoints.delete", project=project,
+                       resource=endpoint["name"])
         if endpoint["deployedModels"] or self.busy(endpoint["name"]):
             raise ApiError(400, f"Endpoint {endpoint['name']} has deployed models or a model "
                            "being deployed; undeploy them (or wait for the deployment to end) "
                            "before deleting the endpoint.", "FAILED_PRECONDITION")
+        with self.state.lock:  # its IAM policy goes with it
+            self.state.data.get(access.ENDPOINT_POLICIES, {}).pop(endpoint["name"], None)
         return self._remove("endpoints", endpoint)
+
+    def _endpoint_policy(self, name: str) -> dict[str, Any]:
+        return self.state.data.get(access.ENDPOINT_POLICIES, {}).get(name) or {
+            "version": 1, "etag": "BwWWja0YfJA=", "bindings": []}
+
+    def get_endpoint_iam_policy(self, body: dict[str, Any], *, project: str, location: str,
+                                eid: str, headers: Any = None, **_: Any) -> dict[str, Any]:
+        endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
+        access.require(self.state, headers, "aiplatform.endpoints.getIamPolicy",
+                       project=project, resource=endpoint["name"])
+        return self._endpoint_policy(endpoint["name"])
+
+    def set_endpoint_iam_policy(self, body: dict[str, Any], *, project: str, location: str,
+                                eid: str, headers: Any = None, **_: Any) -> dict[str, Any]:
+        """The whole policy is replaced; a write based on a stale read (its etag) is ABORTED,
+        as for every IAM policy."""
+        endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
+        access.require(self.state, headers, "aiplatform.endpoints.setIamPolicy",
+                       project=project, resource=endpoint["name"])
+        policy = dict(body.get("policy") or {})
+        bindings = [dict(b) for b in policy.get("bindings") or []]
+        with self.state.lock:
+            stored = self._endpoint_policy(endpoint["name"])
+            if policy.get("etag") and policy["etag"] != stored["etag"]:
+                raise ApiError(409, CONCURRENT_CHANGE, "ABORTED")
+            saved = {"version": 3 if any(b.get("condition") for b in bindings) else 1,
+                     "etag": _etag(self.state.next_id()), "bindings": bindings}
+            self.state.data.setdefault(access.ENDPOINT_POLICIES, {})[endpoint["name"]] = saved
+            self.state.save()
+        return saved
+
+    def restrict_principal(self, body: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """From now on `email` (in `groups`) holds only what IAM bindings grant it."""
+        email = str(body.get("email") or "")
+        if "@" not in email:
+            raise ApiError(400, f"email must be an e-mail address, got {email!r}")
+        access.restrict(self.state, email, [str(g) for g in body.get("groups") or []])
+        return {"restricted": sorted(self.state.data[access.RESTRICTED])}
 
     def update_endpoint(self, body: dict[str, Any], *, project: str, location: str, eid: str,
                         query: dict[str, str], **_: Any) -> dict[str, Any]:
@@ -184,7 +241,9 @@ class VertexAI:
 
     # --- models ------------------------------------------------------------------------
     def upload_model(self, body: dict[str, Any], *, project: str, location: str,
-                     **_: Any) -> dict[str, Any]:
+                     headers: Any = None, **_: Any) -> dict[str, Any]:
+        access.require(self.state, headers, "aiplatform.models.upload", project=project,
+                       resource=parent(project, location))
         spec = body.get("model") or {}
         if not spec.get("containerSpec", {}).get("imageUri"):
             raise ApiError(400, "model.container_spec.image_uri is required.")
@@ -204,16 +263,22 @@ class VertexAI:
                                              "model": name, "modelVersionId": "1"})
 
     def list_models(self, body: dict[str, Any], *, project: str, location: str,
-                    query: dict[str, str], **_: Any) -> dict[str, Any]:
-        return self._list("models", project=project, location=location, query=query)
+                    query: dict[str, str], headers: Any = None, **_: Any) -> dict[str, Any]:
+        return self._list("models", project=project, location=location, query=query,
+                          headers=headers)
 
     def get_model(self, body: dict[str, Any], *, project: str, location: str, mid: str,
-                  **_: Any) -> dict[str, Any]:
-        return find_model(self.state, project=project, location=location, mid=mid)
+                  headers: Any = None, **_: Any) -> dict[str, Any]:
+        model = find_model(self.state, project=project, location=location, mid=mid)
+        access.require(self.state, headers, "aiplatform.models.get", project=project,
+                       resource=model["name"])
+        return model
 
     def delete_model(self, body: dict[str, Any], *, project: str, location: str, mid: str,
-                     **_: Any) -> dict[str, Any]:
+                     headers: Any = None, **_: Any) -> dict[str, Any]:
         model = find_model(self.state, project=project, location=location, mid=mid)
+        access.require(self.state, headers, "aiplatform.models.delete", project=project,
+                       resource=model["name"])
         if self.busy(model["name"]):
             raise ApiError(400, f"Model {model['name']} is being deployed; wait for the "
                            "deployment to end, then undeploy it.", "FAILED_PRECONDITION")

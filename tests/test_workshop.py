@@ -1,0 +1,152 @@
+"""Workshops (#13 item 4), with several identities against the emulator: an organiser deploys
+one shared dedicated endpoint and grants three attendees; none of them deploys, each chats
+through it; nobody ungranted gets in; an attendee cannot tear the workshop down; the
+organiser's teardown leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+from google.api_core import exceptions
+from google.cloud import aiplatform
+
+import nbhelpers
+from nbhelpers import workshop
+from nbhelpers.errors import ConfigError
+from tests.conftest import FAKE_TOKEN
+
+ORGANISER = "organiser@example.com"
+ATTENDEES = ["ana@example.org", "ben@example.org", "cyd@example.org"]
+ROOM = "group:llama-room@example.org"  # cyd is granted through it
+WORKSHOP = "llama-day"
+
+
+def _restrict(emulator, email: str, groups: tuple[str, ...] = ()) -> None:
+    """The attendee holds only what IAM grants it (the organiser stays the project's owner)."""
+    request = urllib.request.Request(
+        f"{emulator.url}/emulator/restricted-principals",
+        data=json.dumps({"email": email, "groups": list(groups)}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    urllib.request.urlopen(request).close()
+
+
+def _as(env, tmp_path, email: str, run_id: str):
+    """`email` on a runtime of their own (their own state directory)."""
+    env.setenv("NBHELPERS_EMULATOR_IDENTITY", email)
+    env.setenv("NBHELPERS_STATE_DIR", str(tmp_path / email))
+    return nbhelpers.connect(project="test-project", run_id=run_id, quiet=True)
+
+
+def _counts(emulator) -> tuple[int, int]:
+    data = emulator.vertex.state.data
+    return len(data["endpoints"]), len(data["models"])
+
+
+def test_attendees_must_be_google_identities():
+    assert workshop.attendee_members(["Ana@Example.org", "group:room@example.org",
+                                      "user:ana@example.org"]) == [
+        "group:room@example.org", "user:ana@example.org"]
+    for bad in (["allUsers"], ["domain:example.org"], ["serviceAccount:x@p.iam.gserviceaccount"
+                                                       ".com"], ["ana"], ["ana@localhost"], []):
+        with pytest.raises(ConfigError, match="attendee|attendees must hold"):
+            workshop.attendee_members(bad)
+    with pytest.raises(ConfigError, match="attendees must be a list"):
+        workshop.attendee_members("ana@example.org")
+
+
+def test_the_plan_sizes_replicas_for_the_room(env):
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    small = workshop.plan_workshop("Llama-3.1-8B-Instruct", attendees=30, ask_for_token=False)
+    assert small.scaling.most == 1 and small.deployment.dedicated_endpoint
+    crowd = workshop.plan_workshop("Llama-3.1-8B-Instruct", attendees=600, ask_for_token=False)
+    assert (crowd.scaling.min_replicas, crowd.scaling.most) == (1, 3)  # 256 at once each
+    assert crowd.gpus == 3 and "1 to 3 replicas" in crowd.describe()
+    with pytest.raises(ConfigError, match="base model"):
+        workshop.plan_workshop("Llama-3.1-8B", attendees=3, ask_for_token=False)
+    with pytest.raises(ConfigError, match="attendees"):
+        workshop.plan_workshop("Llama-3.1-8B-Instruct", attendees=0)
+
+
+def test_a_workshop_of_three_attendees_shares_one_endpoint(env, emulator, tmp_path, capsys):
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    for email in ATTENDEES:
+        _restrict(emulator, email, (ROOM.split(":")[1],) if email.startswith("cyd") else ())
+    _restrict(emulator, "eve@example.org")  # never granted
+
+    organiser = _as(env, tmp_path, ORGANISER, WORKSHOP)
+    nbhelpers.prepare_project(organiser)
+    plan = workshop.plan_workshop("Llama-3.1-8B-Instruct", attendees=3, hours=4,
+                                  ask_for_token=False)
+    card = workshop.up(organiser, plan)
+    assert card["model"] == "Llama-3.1-8B-Instruct" and card["organiser"] == ORGANISER
+    assert "token" not in json.dumps(card).lower() and FAKE_TOKEN not in json.dumps(card)
+    endpoint = aiplatform.Endpoint(card["endpoint"])
+    labels = dict(endpoint.labels)
+    assert labels["nbh-workshop"] == WORKSHOP and labels["nbh-run"] == WORKSHOP
+    assert labels["nbh-expires"] == card["expires_utc"]
+    assert endpoint.gca_resource.dedicated_endpoint_enabled
+    assert _counts(emulator) == (1, 1)
+    assert workshop.grant(organiser, ATTENDEES[:2] + [ROOM]) == sorted(
+        ["user:ana@example.org", "user:ben@example.org", ROOM])
+    assert workshop.grant(organiser, ATTENDEES[:1]) == []  # granted once, whatever the re-runs
+    bucket_policy = organiser.storage_client().bucket(organiser.settings.bucket_name) \
+        .get_iam_policy(requested_policy_version=3)
+    card_readers = [b for b in bucket_policy.bindings if b.get("condition")]
+    assert [b["role"] for b in card_readers] == [workshop.CARD_READER_ROLE]
+    assert f"objects/{workshop.WORKSHOP_FILES}/{WORKSHOP}/" in \
+        card_readers[0]["condition"]["expression"]
+
+    for number, email in enumerate(ATTENDEES):
+        attendee = _as(env, tmp_path, email, f"attendee-{number}")
+        deployment = workshop.join(attendee, WORKSHOP)
+        assert deployment.endpoint_name == card["endpoint"]
+        answer = nbhelpers.chat(deployment, f"Hello from attendee {number}", max_tokens=8)
+        assert answer.strip()
+        with pytest.raises(exceptions.Forbidden):  # no deploy of their own
+            nbhelpers.deploy(attendee, nbhelpers.plan_deployment(
+                "Llama-3.2-1B-Instruct", ask_for_token=False))
+        with pytest.raises(exceptions.Forbidden):  # nor deleting the workshop's model
+            aiplatform.Model(deployment.model_resource).delete()
+        assert _counts(emulator) == (1, 1)
+    # An attendee who connects as the workshop's run still cannot tear it down.
+    as_workshop = _as(env, tmp_path, ATTENDEES[0], WORKSHOP)
+    with pytest.raises(ConfigError, match="only its organiser tears it down"):
+        workshop.down(as_workshop)
+    assert _counts(emulator) == (1, 1)
+
+    outsider = _as(env, tmp_path, "eve@example.org", "eve-run")
+    with pytest.raises(ConfigError, match="may not call workshop llama-day's endpoint"):
+        workshop.join(outsider, WORKSHOP)
+    with pytest.raises(ConfigError, match="no workshop 'no-such-day'"):
+        workshop.join(outsider, "no-such-day")
+
+    organiser = _as(env, tmp_path, ORGANISER, WORKSHOP)
+    removed = workshop.down(organiser)
+    assert [e.resource_name for e in removed.endpoints] == [card["endpoint"]]
+    assert _counts(emulator) == (0, 0)
+    assert emulator.vertex.state.data.get("endpoint_iam") == {}
+    policy = organiser.storage_client().bucket(organiser.settings.bucket_name) \
+        .get_iam_policy(requested_policy_version=3)
+    assert not [b for b in policy.bindings if b.get("condition")]
+    with pytest.raises(ConfigError, match="no workshop 'llama-day'"):
+        workshop.read_card(organiser, WORKSHOP)
+    assert FAKE_TOKEN not in capsys.readouterr().out
+
+
+def test_the_command_line_plans_with_the_quota_and_refuses_by_name(env, capsys):
+    from nbhelpers.__main__ import main
+
+    env.setenv("NBHELPERS_EMULATOR_IDENTITY", ORGANISER)
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    base = ["workshop", "--id", "cli-day", "--project", "test-project"]
+    assert main([*base[:1], "plan", *base[1:], "--attendees", "600"]) == 0
+    out = capsys.readouterr().out
+    assert "workshop of 600 attendee(s)" in out and "1 to 3 replicas" in out
+    assert "Serving quota: CustomModelServingL4GPUsPerProjectPerRegion" in out
+    assert "this deployment needs 3" in out  # the quota is asked for the most replicas
+    assert main(["workshop", "grant", *base[1:], "--attendee", "allUsers"]) == 2
+    assert "is not a Google identity" in capsys.readouterr().err
+    assert main(["workshop", "card", *base[1:]]) == 2
+    assert "no workshop 'cli-day'" in capsys.readouterr().err
