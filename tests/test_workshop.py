@@ -150,3 +150,50 @@ def test_the_command_line_plans_with_the_quota_and_refuses_by_name(env, capsys):
     assert "is not a Google identity" in capsys.readouterr().err
     assert main(["workshop", "card", *base[1:]]) == 2
     assert "no workshop 'cli-day'" in capsys.readouterr().err
+
+
+def _organiser_cell(**values) -> None:
+    """The setup notebook's workshop cell, run as it is written, with the form's values."""
+    from pathlib import Path
+
+    cells = json.loads((Path(__file__).resolve().parent.parent / "notebooks" /
+                        "00_setup.ipynb").read_text())["cells"]
+    source = "".join(next(c for c in reversed(cells) if c["cell_type"] == "code"
+                          and "workshop.up(" in "".join(c["source"]))["source"])
+    namespace = {"nbhelpers": nbhelpers, "PROJECT_ID": "test-project", "REGION": "us-central1",
+                 "BUCKET_URI": "", "BACKEND": "emulator", "WORKSHOP_MODEL": "Llama-3.2-1B-Instruct",
+                 "WORKSHOP_ATTENDEES": 3, "WORKSHOP_HOURS": 2.0, **values}
+    exec(compile(source, "00_setup.ipynb[workshop]", "exec"), namespace)  # noqa: S102
+
+
+@pytest.mark.notebooks
+def test_an_attendee_runs_notebook_03_on_the_workshops_endpoint(env, emulator, tmp_path):
+    from pathlib import Path
+
+    from nbhelpers.run_config import RunConfig
+    from nbhelpers.runner import run
+
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    _restrict(emulator, ATTENDEES[1])
+    env.setenv("NBHELPERS_EMULATOR_IDENTITY", ORGANISER)
+    nbhelpers.prepare_project(nbhelpers.connect(project="test-project", run_id="setup",
+                                                quiet=True))
+    _organiser_cell(WORKSHOP_ID="nb-day", WORKSHOP_ACTION="up",
+                    WORKSHOP_EMAILS=f" {ATTENDEES[1]}, ")
+    assert _counts(emulator) == (1, 1)
+    report = run(RunConfig(Path(__file__).resolve().parent.parent / "notebooks",
+                           tmp_path / "attendee", run_id="ben-run", progress=False, keep=True,
+                           only=("03_openai_chat_inference.ipynb",),
+                           parameters={"WORKSHOP": "nb-day", "N_PROMPTS": 4,
+                                       "MAX_TOKENS": 16},
+                           environment={"NBHELPERS_EMULATOR_URL": emulator.url,
+                                        "NBHELPERS_EMULATOR_IDENTITY": ATTENDEES[1],
+                                        "GOOGLE_CLOUD_PROJECT": "test-project"}))
+    assert [(r.notebook, r.ok) for r in report.runs] == [
+        ("03_openai_chat_inference.ipynb", True)], [r.error for r in report.runs]
+    executed = (tmp_path / "attendee" / "ben-run" / "03_openai_chat_inference.ipynb").read_text()
+    assert "Joined workshop nb-day: Llama-3.2-1B-Instruct" in executed
+    assert "Deploying" not in executed and _counts(emulator) == (1, 1)  # nothing of Ben's
+    assert report.runs[0].results.get("chat_reply")
+    _organiser_cell(WORKSHOP_ID="nb-day", WORKSHOP_ACTION="down", WORKSHOP_EMAILS="")
+    assert _counts(emulator) == (0, 0)
