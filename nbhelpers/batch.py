@@ -219,9 +219,9 @@ def chat_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
         chat_client,
         check_request,
         say_not_streamed,
-        stream_reply,
         streams,
     )
+    from nbhelpers.predict_http import ChatSession
 
     model = request_rules.deployment_model(deployment)
     check_request(model, [])  # the chat template first: no prompt can fix its absence
@@ -234,15 +234,12 @@ def chat_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
     for messages in messages_for:
         check_request(model, messages)
         check_payload({"messages": messages}, dedicated=streamed)
-    api = chat_client(deployment, max_retries=0)  # retries are ours, with jitter
+    api = chat_client(deployment, max_retries=0)  # its errors; retries are ours, with jitter
     if not streamed:
         say_not_streamed(deployment)
+    with ChatSession(deployment.endpoint(), errors_from=api, pool_size=concurrency) as session:
+        def send(messages: list[dict[str, Any]]) -> tuple[str, float]:
+            return session.complete(messages, max_tokens=max_tokens, stream=streamed)
 
-    def send(messages: list[dict[str, Any]]) -> tuple[str, float]:
-        if streamed:
-            return stream_reply(api, messages, max_tokens=max_tokens)
-        reply = api.chat.completions.create(model="", messages=messages, max_tokens=max_tokens)
-        return reply.choices[0].message.content or "", math.nan
-
-    return run_many(messages_for, send, concurrency=concurrency, progress=progress,
-                    description="chat")
+        return run_many(messages_for, send, concurrency=concurrency, progress=progress,
+                        description="chat")

@@ -1,20 +1,26 @@
 """The serving transport for many requests: pooled, authorised HTTP to an endpoint's serving host.
 
-The aiplatform SDK pays a per-call overhead (a protobuf round trip, a new request object, and
-on dedicated endpoints a plain `ValueError` instead of an HTTP error) that, with one prompt per
-request, keeps `predict_many` well under what the server can take. This module posts `:predict`
-itself through one google-auth `AuthorizedSession` (a `requests` session whose credentials
-refresh themselves) with a connection pool as large as the concurrency, to the host the SDK
-would use: the endpoint's dedicated DNS name for a dedicated endpoint (SDK >= 1.92.0), else the
-shared regional host (or the api_endpoint aiplatform was initialised with). Errors become the
-same `google.api_core.exceptions` the SDK's REST transport raises for a shared endpoint, on both
-endpoint types, so 429/503 retries and messages do not depend on the endpoint's type.
+The SDKs pay a per-call cost (aiplatform: a protobuf round trip and a new request object, and
+on dedicated endpoints a plain `ValueError` instead of an HTTP error; openai: a typed object per
+streamed chunk) that, with one prompt per request, keeps `predict_many` and `chat_many` well
+under what the server can take. This module posts `:predict` and chat completions itself
+through one urllib3 pool of kept-alive connections as large as the concurrency, with
+google-auth credentials refreshed before they expire (as AuthorizedSession and the openai
+client's token provider here do), to the host the SDKs use: the endpoint's dedicated DNS name
+for a dedicated endpoint (aiplatform >= 1.92.0), else the shared regional host (or the
+api_endpoint aiplatform was initialised with). Errors are the SDKs' own:
+`google.api_core.exceptions` for `:predict`, as aiplatform's REST transport raises them for a
+shared endpoint (on both endpoint types, so 429/503 retries do not depend on the type), and the
+openai client's exceptions for chat.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
+import time
+from types import SimpleNamespace
 from typing import Any
 
 from nbhelpers.limits import DEDICATED_MAX_INFERENCE_TIMEOUT_S, SHARED_INFERENCE_TIMEOUT_S
@@ -52,91 +58,156 @@ def serving_host(endpoint: Any) -> str:
     return f"https://{configured or endpoint.location + '-aiplatform.googleapis.com'}"
 
 
-def http_error(response: Any) -> Exception:
+def http_error(*, status: int, data: bytes, headers: Any, url: str) -> Exception:
     """The google.api_core exception for an HTTP error answer (BadRequest, TooManyRequests,
-    ServiceUnavailable, ...), as the SDK's REST transport builds it."""
+    ServiceUnavailable, ...), built by api_core as for the SDK's REST transport."""
+    import requests
     from google.api_core import exceptions
 
+    response = requests.Response()
+    response.status_code, response._content, response.url = status, data, url
+    response.headers.update(headers)
+    response.request = requests.Request("POST", url).prepare()
     return exceptions.from_http_response(response)
 
 
-def _one_context_adapter(pool_size: int) -> Any:
-    """A requests adapter whose connections share one SSLContext, with the CA bundle requests
-    would use (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or certifi's) loaded once: requests otherwise
-    parses the whole bundle again for every new connection, tens of milliseconds of CPU each,
-    which stalls a batch that opens a pool of TLS connections at once."""
-    import os
-    import ssl
+class _PooledSession:
+    """One endpoint's serving calls over one urllib3 pool of kept-alive connections (one
+    SSLContext, its CA bundle read once), authorised with credentials refreshed before they
+    expire. Thread-safe: one session serves every worker of a batch. Lighter than requests'
+    sessions, whose per-call work (environment look-ups, hooks, a bundle parsed again for each
+    new TLS connection) is what kept the helpers under the server's limit."""
 
-    import certifi
-    import requests.adapters
+    def __init__(self, endpoint: Any, path: str, *, credentials: Any = None,
+                 pool_size: int = 8):
+        import os
+        import ssl
 
-    bundle = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-              or certifi.where())
-    context = ssl.create_default_context(cafile=bundle)
-
-    class OneContextAdapter(requests.adapters.HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["ssl_context"] = context
-            super().init_poolmanager(*args, **kwargs)
-
-        def build_connection_pool_key_attributes(self, request: Any, verify: Any,
-                                                 cert: Any = None) -> Any:
-            host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
-            pool.pop("ca_certs", None)  # in the context already
-            pool.pop("ca_cert_dir", None)
-            return host, pool
-
-        def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-            super().cert_verify(conn, url, verify, cert)
-            conn.ca_certs = conn.ca_cert_dir = None
-
-    return OneContextAdapter(pool_connections=1, pool_maxsize=pool_size)
-
-
-class PredictSession:
-    """`:predict` calls to one endpoint over a pool of kept-alive connections. Thread-safe:
-    one session is shared by every worker of a batch (requests' pool hands each its own
-    connection)."""
-
-    def __init__(self, endpoint: Any, *, credentials: Any = None, pool_size: int = 8):
-        import google.auth.transport.requests
+        import certifi
+        import requests.utils
+        import urllib3
         from google.cloud.aiplatform import initializer
 
         self.dedicated = bool(endpoint.gca_resource.dedicated_endpoint_enabled)
-        self.url = f"{serving_host(endpoint)}/v1/{endpoint.resource_name}:predict"
-        credentials = credentials or initializer.global_config.credentials
-        self._session = google.auth.transport.requests.AuthorizedSession(credentials)
-        adapter = _one_context_adapter(pool_size)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        self.url = f"{serving_host(endpoint)}/{path.format(name=endpoint.resource_name)}"
+        self._credentials: Any = credentials or initializer.global_config.credentials
+        # The CA bundle requests would trust (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE or certifi's).
+        bundle = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                  or certifi.where())
+        options: dict[str, Any] = {"maxsize": pool_size, "retries": False,
+                                   "ssl_context": ssl.create_default_context(cafile=bundle)}
+        proxy = requests.utils.get_environ_proxies(self.url).get(self.url.split(":")[0])
+        self._pool = urllib3.ProxyManager(proxy, **options) if proxy \
+            else urllib3.PoolManager(**options)
         inference_s = DEDICATED_MAX_INFERENCE_TIMEOUT_S if self.dedicated \
             else SHARED_INFERENCE_TIMEOUT_S
-        self._timeout = (CONNECT_TIMEOUT_S, inference_s + READ_TIMEOUT_MARGIN_S)
+        self._timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT_S,
+                                        read=inference_s + READ_TIMEOUT_MARGIN_S)
         # Refreshing a token from many threads at once would ask for several; one at a time.
         self._refresh_lock = threading.Lock()
-        self._credentials = credentials
 
-    def predict(self, instances: list[dict[str, Any]]) -> list[Any]:
-        """The predictions for these instances; an HTTP error raises its api_core exception."""
+    def _post(self, body: dict[str, Any], *, stream: bool = False) -> Any:
         import google.auth.transport.requests
 
         if not self._credentials.valid:
             with self._refresh_lock:
                 if not self._credentials.valid:
                     self._credentials.refresh(google.auth.transport.requests.Request())
-        response = self._session.post(
-            self.url, data=json.dumps({"instances": instances}),
-            headers={"Content-Type": "application/json"}, timeout=self._timeout)
-        if response.status_code != 200:
-            raise http_error(response)
-        return response.json().get("predictions", [])
+        headers = {"Content-Type": "application/json"}
+        self._credentials.apply(headers)
+        return self._pool.request("POST", self.url, body=json.dumps(body).encode(),
+                                  headers=headers, timeout=self._timeout,
+                                  preload_content=not stream)
 
     def close(self) -> None:
-        self._session.close()
+        self._pool.clear()
 
-    def __enter__(self) -> PredictSession:
+    def __enter__(self) -> Any:
         return self
 
     def __exit__(self, *_: Any) -> None:
         self.close()
+
+
+class PredictSession(_PooledSession):
+    """`:predict` calls to one endpoint (the route the SDK's Endpoint.predict uses)."""
+
+    def __init__(self, endpoint: Any, *, credentials: Any = None, pool_size: int = 8):
+        super().__init__(endpoint, "v1/{name}:predict", credentials=credentials,
+                         pool_size=pool_size)
+
+    def predict(self, instances: list[dict[str, Any]]) -> list[Any]:
+        """The predictions for these instances; an HTTP error raises its api_core exception."""
+        response = self._post({"instances": instances})
+        if response.status != 200:
+            raise http_error(status=response.status, data=response.data,
+                             headers=response.headers, url=self.url)
+        return json.loads(response.data).get("predictions", [])
+
+
+class ChatSession(_PooledSession):
+    """OpenAI chat completions to one endpoint (the route the openai client uses), streamed or
+    whole. Errors are the openai client's own exceptions and messages (BadRequestError,
+    RateLimitError, ...), built by `errors_from`, the openai client of the endpoint."""
+
+    def __init__(self, endpoint: Any, *, errors_from: Any, credentials: Any = None,
+                 pool_size: int = 8):
+        super().__init__(endpoint, "v1beta1/{name}/chat/completions", credentials=credentials,
+                         pool_size=pool_size)
+        self._openai = errors_from
+
+    def complete(self, messages: list[dict[str, Any]], *, max_tokens: int,
+                 stream: bool) -> tuple[str, float]:
+        """The reply and the seconds to its first text (NaN when not streamed: a whole reply
+        has no first token to time)."""
+        body: dict[str, Any] = {"model": "", "messages": messages, "max_tokens": max_tokens}
+        if stream:
+            body["stream"] = True
+        started = time.perf_counter()
+        response = self._post(body, stream=stream)
+        try:
+            if response.status != 200:
+                raise self._openai_error(response)
+            if not stream:
+                reply = json.loads(response.data)
+                return reply["choices"][0]["message"]["content"] or "", math.nan
+            first: float | None = None
+            pieces: list[str] = []
+            pending = b""
+            while data := response.read1(65536):  # what has arrived, not a full buffer
+                pending += data
+                *events, pending = pending.split(b"\n\n")
+                for text in _sse_texts(events):
+                    if first is None:
+                        first = time.perf_counter() - started
+                    pieces.append(text)
+        finally:
+            response.release_conn()
+        return "".join(pieces), first if first is not None else time.perf_counter() - started
+
+    def _openai_error(self, response: Any) -> Exception:
+        # The openai client builds its exception from the answer it would have read: the same
+        # class for the status and the same "Error code: N - message" as through the SDK.
+        answer = SimpleNamespace(status_code=response.status, headers=response.headers,
+                                 text=response.data.decode(errors="replace"), is_closed=True,
+                                 is_stream_consumed=True, request=None)
+        error: Exception = self._openai._make_status_error_from_response(answer)
+        return error
+
+
+def _sse_texts(events: list[bytes]) -> list[str]:
+    """The text pieces of server-sent chat completion chunks (`data: {...}`, `data: [DONE]`);
+    an error event (vLLM's, mid-stream) raises with its message."""
+    texts = []
+    for event in events:
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+                continue
+            chunk = json.loads(line[5:])
+            if "error" in chunk:
+                raise RuntimeError(f"the stream ended with an error: {chunk['error']}")
+            choices = chunk.get("choices") or []
+            text = (choices[0].get("delta") or {}).get("content") if choices else None
+            if text:
+                texts.append(text)
+    return texts

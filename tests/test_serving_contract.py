@@ -11,7 +11,6 @@ import os
 
 import pytest
 import requests
-from google.api_core import exceptions
 
 import nbhelpers
 from nbhelpers import batch, images, limits, openai_chat
@@ -145,6 +144,15 @@ def test_the_sdk_error_of_a_dedicated_endpoint_is_retried(session, dedicated, em
     requests.post(nbhelpers_faults, json={"status": 400, "count": 1}, timeout=10)
     failed = nbhelpers.predict_many(dedicated, ["only"], progress=False, max_tokens=4)
     assert failed.results[0].error.startswith("BadRequest: 400")  # api_core's, as on shared
+    # chat_many's pooled transport: the openai client's own exceptions, retried alike
+    requests.post(nbhelpers_faults, json={"status": 503, "count": 2}, timeout=10)
+    chats = nbhelpers.chat_many(dedicated, ["a", "b", "c"], concurrency=2, progress=False,
+                                max_tokens=4)
+    assert all(r.ok for r in chats.results) and chats.retries == 2, chats.summary()
+    requests.post(nbhelpers_faults, json={"status": 400, "count": 1, "message": "bad turn"},
+                  timeout=10)
+    failed = nbhelpers.chat_many(dedicated, ["only"], progress=False, max_tokens=4)
+    assert failed.results[0].error == "BadRequestError: Error code: 400 - bad turn"
 
 
 def test_streaming_and_time_to_first_token_only_where_the_endpoint_streams(

@@ -4,16 +4,16 @@ served on 127.0.0.1, with an HTTPS listener for dedicated endpoints."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from nbhelpers.emulator.batch_prediction import BatchPrediction
 from nbhelpers.emulator.cloud_logging import CloudLogging
 from nbhelpers.emulator.common import ApiError, State
 from nbhelpers.emulator.controls import Controls
@@ -53,6 +53,8 @@ class VertexEmulator:
         self.model_garden = ModelGarden(self.state, self.operations, self.vertex_ai,
                                         self.deployments)
         self.huggingface = HuggingFaceHub(self.state)
+        self.batch_prediction = BatchPrediction(self.state, self.operations, self.logging,
+                                                self.deployments, lambda: self.storage_url)
         self.controls = Controls(deployments=self.deployments, serving=self.serving,
                                  quotas=self.quotas, logging=self.logging,
                                  describe=self._describe)
@@ -65,7 +67,7 @@ class VertexEmulator:
             for service in (self.vertex_ai, self.deployments, self.serving, self.operations,
                             self.setup_apis, self.quotas, self.logging, self.controls,
                             self.token_info, self.secret_manager, self.huggingface,
-                            self.model_garden)
+                            self.model_garden, self.batch_prediction)
             for method, pattern, func in service.routes()]
         self.deployments.restart_replicas()
 
@@ -188,28 +190,31 @@ class _Handler(JsonHandler):
         self.send_json(200, result)
 
     def _proxy(self, proxy: Proxy) -> None:
-        request = urllib.request.Request(proxy.url, json.dumps(proxy.body).encode(),
-                                         {"Content-Type": "application/json"})
+        """Passes the replica's answer through: JSON whole, server-sent events as they come, in
+        HTTP/1.1 chunks so the client's (TLS) connection stays open for its next request."""
+        parts = urlsplit(proxy.url)
+        upstream = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
+                                              timeout=120)
         try:
-            upstream = urllib.request.urlopen(request, timeout=120)
-        except urllib.error.HTTPError as err:
-            upstream = err
-        with upstream:
-            self.send_response(upstream.status if hasattr(upstream, "status") else upstream.code)
-            content_type = upstream.headers.get("Content-Type", "application/json")
+            upstream.request("POST", parts.path, json.dumps(proxy.body).encode(),
+                             {"Content-Type": "application/json"})
+            response = upstream.getresponse()
+            content_type = response.getheader("Content-Type", "application/json")
+            self.send_response(response.status)
             self.send_header("Content-Type", content_type)
-            if content_type.startswith("text/event-stream"):
-                self.send_header("Connection", "close")
-                self.end_headers()
-                for line in upstream:
-                    self.wfile.write(line)
-                    self.wfile.flush()
-                self.close_connection = True
-            else:
-                data = upstream.read()
+            if not content_type.startswith("text/event-stream"):
+                data = response.read()
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+                return
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            while data := response.read1(65536):  # what has arrived, not line by line
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.write(b"0\r\n\r\n")
+        finally:
+            upstream.close()
 
     def do_GET(self) -> None:
         self._dispatch("GET")
