@@ -147,10 +147,11 @@ def compare(spec: ModelSpec, *, hardware: Hardware, container: ContainerSpec,
     if session is None:
         return Comparison(publisher_model=name, unavailable="connect() first")
     from google.api_core import exceptions
+    from google.auth.exceptions import GoogleAuthError
 
     try:
         options = verified_options(spec)
-    except (exceptions.GoogleAPICallError, ValueError) as err:
+    except (exceptions.GoogleAPICallError, GoogleAuthError, ValueError, OSError) as err:
         return Comparison(publisher_model=name,
                           unavailable=tokens.redact(getattr(err, "message", None) or str(err)))
     return Comparison(publisher_model=name, options=options, differences=[

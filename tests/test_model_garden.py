@@ -144,3 +144,22 @@ def test_a_failed_model_garden_deploy_keeps_labelled_resources_for_cleanup(sessi
     assert len(aiplatform.Endpoint.list()) == 1
     nbhelpers.cleanup(session, dry_run=False)
     assert aiplatform.Endpoint.list() == [] and aiplatform.Model.list() == []
+
+
+def test_an_endpoint_googles_notebook_cell_deployed_is_reconnected(session, env):
+    """OpenModel.deploy with Google's verified configuration, no overrides: the container names
+    the model by its older Meta id, which reconnect takes as an alias."""
+    from vertexai.model_garden import OpenModel
+
+    endpoint = OpenModel("meta/llama3_1@llama-3.1-8b-instruct").deploy(
+        accept_eula=True, machine_type="g2-standard-12", accelerator_type="NVIDIA_L4",
+        accelerator_count=1, use_dedicated_endpoint=True)
+    model = aiplatform.Model(endpoint.gca_resource.deployed_models[0].model)
+    env_vars = {e.name: e.value for e in model.gca_resource.container_spec.env}
+    assert env_vars["MODEL_ID"] == "meta-llama/Meta-Llama-3.1-8B-Instruct"
+    source = model.gca_resource.base_model_source.model_garden_source
+    assert (source.public_model_name, source.version_id) == (
+        "publishers/meta/models/llama3_1", "llama-3.1-8b-instruct")
+    deployment = nbhelpers.reconnect(session, endpoint.name)
+    assert deployment.model_name == "Llama-3.1-8B-Instruct" and deployment.dedicated_endpoint
+    assert nbhelpers.predict(deployment, "Hi", max_tokens=3)[0].raw.startswith("Prompt:\nHi")

@@ -252,8 +252,8 @@ class ModelGarden:
             headers=headers)
         model_name = upload_op["response"]["model"]
         with self.state.lock:
-            self.state.data["models"][model_name]["modelGardenSource"] = {
-                "publisherModelName": f"{model.name}@{model.version}"}
+            self.state.data["models"][model_name]["baseModelSource"] = {"modelGardenSource": {
+                "publicModelName": model.name, "versionId": model.version}}
             self.state.save()
         inner = self.deployments.deploy_model(
             {"deployedModel": {"model": model_name, "dedicatedResources": resources},
