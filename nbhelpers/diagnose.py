@@ -47,14 +47,21 @@ _HF_TOKEN_FIX = ("Accept the licence on the model's Hugging Face page with the a
                  "parameter); or deploy the Model Garden copy by setting WEIGHTS_URI to its "
                  "gs:// path.")
 
-# In order: when one line matches several rules, the first one names it.
+# In order: when one line matches several rules, the first one names it. Each kind lists the
+# family of wordings it takes across vLLM releases (V0 and V1), transformers, huggingface_hub,
+# Google's APIs (gRPC status names and HTTP texts), gcloud, Kubernetes, Docker and proxies, not
+# only the excerpts it was written from. Bare status words (RESOURCE_EXHAUSTED, 400
+# INVALID_ARGUMENT, BadRequestError) are WEAK: the message beside them names the cause better.
 RULES: tuple[Rule, ...] = (
     Rule(kind="licence_pending", refines="hf_auth", patterns=(
-        r"awaiting a review from the repo'?s? authors",
-        r"pending a review from the repo'?s? authors",
+        r"(awaiting|pending) a review from the repo'?s? authors",
         r"rejected by the repo'?s? authors",
-        r"request to access (this repo|model).{0,80}(pending|awaiting|rejected)",
-        r"waiting for approval",
+        r"request to access (this|the)? ?(repo|model|room)?.{0,80}(pending|awaiting|rejected)",
+        r"(?i)(access|licen[cs]e) request.{0,40}\b(pending|awaiting|rejected|declined|"
+        r"not (yet )?(been )?approved)",
+        r"(?i)\brequest\b.{0,40}\b(has|had|was|is) (been )?(rejected|declined)\b",
+        r"(?i)\bstatus:\W{0,3}pending\b", r"(?i)waiting for (approval|access)",
+        r"(?i)do not meet the criteria to obtain a licen[cs]e",
     ),
         explanation=
         "The token is fine but the account has not been granted the model yet: the licence "
@@ -65,13 +72,30 @@ RULES: tuple[Rule, ...] = (
         "approval e-mail before deploying again; a rejected request must be filed again with "
         "the details Meta asks for. To deploy now, use the Model Garden copy (accept the EULA "
         "on the model card) by setting WEIGHTS_URI to its gs:// path: it needs no HF token."),
+    # huggingface_hub raises RepositoryNotFoundError for an id that does not exist (or a private
+    # repo): a typo, not a licence. Hugging Face hides a gated repo the same way from a caller
+    # without a token, and every model this project serves is gated under meta-llama/, so a
+    # meta-llama id that is "not found" stays hf_auth.
+    Rule(kind="other", refines="hf_auth", patterns=(
+        r"RepositoryNotFoundError: 404",
+        r"Repository Not Found for url: https://huggingface\.co/(api/models/)?(?!meta-llama/)",
+    ),
+        explanation=
+        "Hugging Face has no repository by this id (a typo in the model id), or it is private "
+        "and the token cannot see it; a licence is not the problem.",
+        fix=
+        "Check the model id's spelling against its page on huggingface.co (ids are "
+        "owner/name, case-sensitive), or pick a model from nbhelpers' catalog."),
     Rule(kind="hf_auth", patterns=(
         r"GatedRepoError", r"gated repo", r"Cannot access gated repo", r"is gated\. You must",
         r"40[13] Client Error.*huggingface\.co", r"huggingface\.co.*40[13] Client Error",
         r"(Forbidden|Unauthorized) for url: https://huggingface\.co",
         r"Status\(40[13].*huggingface\.co", r"Invalid (user )?token",
         r"is restricted\. You must", r"not in the authorized list",
-        r"Repository Not Found for url: https://huggingface",
+        r"Access to model \S+ is restricted", r"(?i)public gated repositories",
+        r"(?i)fine-grained token", r"LocalTokenNotFoundError",
+        r"Invalid credentials in Authorization header",
+        r"Repository Not Found for url: https://huggingface\.co/(api/models/)?meta-llama/",
     ),
         explanation=
         "The container could not download the weights from Hugging Face: the repository is "
@@ -97,12 +121,32 @@ RULES: tuple[Rule, ...] = (
         "and its flags in the args (as nbhelpers.container_spec does), so the launcher still "
         "copies the weights from WEIGHTS_URI; or give a Hugging Face id instead of a gs:// "
         "path."),
+    # The container's own start-up refused what it was told to run: the entrypoint got another
+    # program's words (a `command` override), an image built for another CPU, unknown flags.
+    Rule(kind="container_exited", patterns=(
+        r"(?i)exec format error", r"executable file not found in \$PATH",
+        r"OCI runtime (create|exec|start) failed", r"error: unrecognized arguments",
+        r"\b(vllm serve|api_server(\.py)?) (tail|sleep|bash|sh|/bin/\w+)\b",
+    ),
+        explanation=
+        "The container could not start its server as configured: its entrypoint was given "
+        "something it cannot run (a `command` override that replaced or garbled the image's "
+        "launcher, flags this vLLM release does not take, or an image built for another CPU "
+        "architecture), so the model server exited at once.",
+        fix=
+        "Leave the container's command empty and put vLLM's module and flags in args (as "
+        "nbhelpers.container_spec does), drop flags this release does not know (nbhelpers."
+        "vllm_args lists them), and use the serving image tag nbhelpers.releases names."),
     Rule(kind="permission", patterns=(
-        r"Permission denied on resource", r"PERMISSION_DENIED", r"PermissionDenied: 403",
+        r"Permission denied on resource", r"PERMISSION_DENIED", r"PermissionDenied",
         r"Permission '[\w.]+' denied", r"does not have `?\[?storage\.\w+\.\w+",
-        r"does not have [\w.]+ access to", r"AccessDeniedException: 403",
-        r"You need the storage\.\w+\.\w+ permission", r"Forbidden: 403 (GET|POST|PUT)",
-        r"[Tt]he caller does not have permission", r"IAM permission\(s\)",
+        r"does not have [\w.]+ (access|permission)", r"AccessDenied(Exception)?\b",
+        r"You need the [\w.]+ permission", r"Forbidden: 403 (GET|POST|PUT|PATCH|DELETE)",
+        r"(?i)\b(the caller|user \S+) does not have permission\b", r"IAM permission\(s\)",
+        r"Required '[\w.]+' permission", r"iam\.serviceAccounts\.actAs",
+        r"(?i)missing (the )?(required )?(IAM )?permissions?\b",
+        r"(?i)insufficient (IAM )?permissions?\b", r"ACCESS_TOKEN_SCOPE_INSUFFICIENT",
+        r"(?i)insufficient authentication scopes",
     ),
         explanation=
         "Google refused the call for lack of an IAM permission: the account running the "
@@ -114,12 +158,24 @@ RULES: tuple[Rule, ...] = (
         "(service-PROJECT_NUMBER@gcp-sa-aiplatform.iam.gserviceaccount.com) or to the service "
         "account the deployment runs as; check that the project id is the one you meant. "
         "Role changes take a minute or two to apply."),
+    Rule(kind="permission", patterns=(r"PermissionError: \[Errno 13\]",
+                                      r"\[Errno 13\] Permission denied"),
+         explanation=
+         "A process in the container may not write or read a path it needs (a cache or "
+         "download directory owned by another user, or a read-only mount).",
+         fix=
+         "Point the caches at a writable directory (HF_HOME=/tmp/hf, for example) or leave "
+         "the image's own user and paths as they are; keep weights on gs:// (WEIGHTS_URI) "
+         "rather than a mounted path."),
     Rule(kind="quota", patterns=(
-        r"quota metrics exceed quota limits", r"[Qq]uota exceeded", r"quotas are exceeded",
-        r"exceeds? (the )?quota", r"Rate of traffic exceeds (serving )?capacity",
+        r"(?i)quota metrics exceed quota limits",
+        r"(?i)\bquotas?\b[^.\n]{0,40}\b(exceed\w*|exhausted|violated|reached|insufficient)",
+        r"(?i)\b(exceed\w*|exhausted|insufficient|out of)\b[^.\n]{0,20}\bquota\b",
+        r"(?i)(increase in|increase the|more) quota\b|quota increase",
+        r"Rate of traffic exceeds (serving )?capacity",
         r"custom_model_serving_\w+", r"CustomModelServing\w+PerProjectPerRegion",
-        r"Quota '\w+' exceeded", r"RESOURCE_EXHAUSTED", r"ResourceExhausted: 429",
-        r"quota increase request",
+        r"(?i)\brate[ _-]?limit(ed|s)?\b[^.\n]{0,20}\b(exceeded|reached|hit)\b",
+        r"RateLimitError", r"(?i)Too Many Requests", r"(status|code|HTTP|Error)\W{0,4}429\b",
     ),
         explanation=
         "The project has no quota left for these GPUs (or this request rate) in this region.",
@@ -133,31 +189,45 @@ RULES: tuple[Rule, ...] = (
         r"(currently )?unavailable in the [\w-]+ (zone|region)",
         r"not available in the (location|region|zone)", r"[Uu]nsupported region",
         r"(is )?not supported for machine type", r"features are not compatible for creating",
-        r"(not supported|not available|not offered) in (the )?(region|location)",
+        r"(not supported|not available|not offered) in (the )?(region|location|zone)",
+        r"(?i)accelerator count\W{0,3}\S* is not allowed",
+        r"(?i)allowed (numbers?|counts?) of accelerators?",
+        r"(?i)(machine type|accelerator|GPU type)\b[^\n]{0,80}\bnot (available|supported|"
+        r"offered) (in|for|with|on)\b", r"(?i)only available (on|in) the regional endpoint",
+        r"(?i)does not exist in zone",
+        r"(?i)\b(no|not enough|insufficient) (capacity|resources)\b[^.\n]{0,30}\b(region|"
+        r"zone|location)\b",
     ),
         explanation=
         "The machine type or GPU asked for is not offered here: not in this region (or none "
-        "is free in it right now), or not with this machine type.",
+        "is free in it right now), or not with this machine type or count.",
         fix=
         "Deploy in a region that offers this GPU (set GOOGLE_CLOUD_REGION, e.g. us-central1 "
         "or europe-west4, and check quota there), or pick a machine type that comes with this "
-        "accelerator (nbhelpers.hardware lists the pairs); for a stock-out, retry later or try "
-        "another region."),
+        "accelerator and count (nbhelpers.hardware lists the pairs); for a stock-out, retry "
+        "later or try another region."),
     Rule(kind="unsupported_model", patterns=(
         r"[Mm]odel architectures? \[.*\] (are|is) not supported",
         r"are not supported for now", r"[Uu]nrecognized model in",
-        r"model type `?\w+`? (is )?not (recognized|supported)",
+        r"(?i)model type `?[\w-]+`? (is )?not (yet )?(recognized|supported)",
         r"is not supported by (this version of )?vLLM", r"failed to be inspected",
         r"Error in inspecting model architecture", r"_raise_for_unsupported",
-        r"has model type `\w+` but Transformers does not recognize",
-        r"does not recognize this architecture",
+        r"has model type `[\w-]+` but Transformers does not recognize",
+        r"does not recognize this architecture", r"(?i)unrecognized configuration class",
+        r"(?i)is not a registered model", r"(?i)architectures?\b[^\n]{0,60}\b(is|are) not "
+        r"(yet )?supported",
+        # Llama 3.1+ configs carry rope_type "llama3": transformers before 4.43 (and vLLM
+        # releases built on it) refuse them.
+        r"`?rope_scaling`? must be a dictionary", r"(?i)unknown rope[_ ]scaling type",
+        r"(?i)upgrade (your )?transformers|requires transformers ?>=",
     ),
         explanation=
-        "The vLLM inside the container does not support this model's architecture (or could "
-        "not import it).",
+        "The vLLM (or transformers) inside the container does not support this model's "
+        "architecture or config: too old a release for the model, or a model vLLM cannot "
+        "serve.",
         fix=
-        "Use a container tag whose vLLM supports the model (Llama 3.2 Vision needs vLLM "
-        "0.6.2-0.10.x), or a model from the catalog."),
+        "Use a container tag whose vLLM supports the model (Llama 3.1 needs transformers "
+        ">= 4.43; Llama 3.2 Vision needs vLLM 0.6.2-0.10.x), or a model from the catalog."),
     Rule(kind="unsupported_model", patterns=(r"KeyError: '\w+'",),
          context=r"CONFIG_MAPPING|configuration_auto|model_type",
          explanation=
@@ -167,8 +237,10 @@ RULES: tuple[Rule, ...] = (
          "Use a container tag whose vLLM and transformers support the model (Llama 3.2 Vision "
          "needs vLLM 0.6.2-0.10.x), or a model from the catalog."),
     Rule(kind="oom", patterns=(
-        r"OutOfMemoryError", r"CUDA out of memory", r"CUDA error: out of memory",
-        r"No available memory for the cache blocks", r"\bOOM\b", r"out of memory",
+        r"OutOfMemoryError", r"(CUDA|HIP) out of memory", r"CUDA error: out of memory",
+        r"No available memory for the cache blocks", r"\bOOM(Killed)?\b", r"(?i)out of memory",
+        r"CUBLAS_STATUS_ALLOC_FAILED", r"cudaErrorMemoryAllocation",
+        r"(?i)not enough (GPU |device |CUDA )?memory",
     ),
         explanation=
         "The GPU ran out of memory while vLLM loaded the weights, profiled activations or "
@@ -177,34 +249,42 @@ RULES: tuple[Rule, ...] = (
         "Lower max_num_seqs (Llama 3.2 Vision: 12-16) and max_model_len, set enforce_eager to "
         "skip CUDA graphs, or use more or larger GPUs (tensor_parallel_size = GPU count)."),
     Rule(kind="max_model_len", patterns=(
-        r"max seq len \(\d+\) is larger than the maximum number of tokens that can be stored "
-        r"in KV cache",
+        r"(?i)max seq(uence)? len(gth)? \(\d+\) is larger than the maximum number of tokens "
+        r"that can be stored in KV cache",
         r"To serve at least one request with the models?'s max seq len",
         r"estimated maximum model length is \d+",
         r"larger than the available KV cache memory", r"KV cache is needed, which is larger",
-        r"is greater than the derived max_model_len",
+        r"is greater than the derived max_model_len", r"max_model_len \(\d+\) is greater than",
+        r"(?i)insufficient (memory for (the )?)?KV cache",
+        r"max_num_batched_tokens \(\d+\) is smaller than max_model_len",
     ),
         explanation=
         "The KV cache left after the weights cannot hold even one sequence of max_model_len "
-        "tokens.",
+        "tokens (or max_model_len is above what the model or the batch size allows).",
         fix=
         "Lower max_model_len to what the KV cache holds (below), raise gpu_memory_utilization "
         "a little (0.9 -> 0.95), or use more or larger GPUs."),
     Rule(kind="chat_template", patterns=(
         r"default chat template is no longer allowed", r"chat_template is not set",
-        r"ChatTemplateResolutionError", r"does not define one", r"no chat template",
+        r"ChatTemplateResolutionError", r"does not define one", r"(?i)\bno chat template",
         r"Chat template error",
+        r"(?i)chat[ _]template\b[^\n]{0,60}\b(not set|not found|missing|is required|must be "
+        r"provided)", r"(?i)(failed|unable) to (load|find|resolve)\b[^\n]{0,60}chat template",
     ),
         explanation=
         "Chat completions need a chat template, and base (non-Instruct) Llama models have none.",
         fix=
         "Deploy the Instruct variant for chat, or send a plain prompt through predict()."),
     Rule(kind="payload_too_large", patterns=(
-        r"Request payload size exceeds the limit", r"Payload Too Large",
-        r"Request Entity Too Large", r"request_too_large",
+        r"Request payload size exceeds the limit", r"(?i)payload too large",
+        r"(?i)request entity too large", r"request_too_large", r"PayloadTooLargeError",
         r"Request exceeds the maximum (allowed number of bytes|size)",
-        r"exceeds max allowed file size", r"maximum request size",
-        r"(status|code|HTTP|Error)\W{0,4}413\b",
+        r"exceeds max allowed file size", r"(?i)maximum (request|body|payload) size",
+        r"(?i)content[ -]length exceeded", r"(?i)too large body", r"client_max_body_size",
+        r"(?i)\b(request|payload|body)( body)? (size )?(is )?too large\b(?! for)",
+        r"(?i)\b(request|payload|body|message) size exceeds\b",
+        r"(?i)received message larger than max",  # gRPC's own size limit
+        r"(status|code|HTTP|Error|error occurred)\W{0,4}413\b", r"\b413 (Request|Payload)",
     ),
         explanation=
         "The request body is larger than the endpoint accepts; nothing reached the model. "
@@ -224,7 +304,7 @@ RULES: tuple[Rule, ...] = (
     Rule(kind="wrong_host", patterns=(
         r"Dedicated Endpoint cannot be accessed through the shared",
         r"dedicated endpoint via CloudESF", r"cannot be accessed through the (Vertex AI API|"
-        r"shared)", r"access the endpoint using its dedicated (dns|domain) name",
+        r"shared)", r"(?i)access the endpoint using its dedicated (dns|domain) name",
         r"only supported on dedicated endpoints", r"is not a dedicated endpoint",
         r"(Cannot connect to host|Could not resolve host:?) \S*prediction\.vertexai\.goog",
         r"prediction\.vertexai\.goog\S* .{0,60}(Name or service not known|nodename nor "
@@ -245,26 +325,48 @@ RULES: tuple[Rule, ...] = (
     Rule(kind="bad_request", patterns=(
         r"maximum context length is \d+ tokens", r"max_tokens must be at least",
         r"is too long and exceeds limit", r"At most \d+ image\(s\) may be provided",
-        r"\b400\b.*INVALID_ARGUMENT", r"InvalidArgument: 400", r"Invalid JSON payload",
         r"However, you requested \d+ tokens", r"is too large: \d+\. This model",
         r"Prompt length of \d+ is longer than the maximum model length",
         r"tokens exceed n_ctx", r"exceeds the pre-allocated encoder cache size",
+        r"cannot be greater than max_model_len",  # vLLM 0.32's words (the real engine)
+        r"(?i)maximum context length\b", r"context_length_exceeded",
+        r"(?i)please reduce the length of the (messages|prompt|input)",
+        r"(?i)prompt (\(length \d+\) )?is longer than the maximum model length",
+        r"\b(temperature|top_p|top_k|min_p|max_tokens|max_completion_tokens|n|best_of|"
+        r"presence_penalty|frequency_penalty|repetition_penalty|logprobs|top_logprobs|seed|"
+        r"stop|length_penalty)`? must be\b", r"Input validation error",
+        r"Extra inputs are not permitted",
     ),
         explanation=
         "The server refused this request as malformed or too large; the deployment is fine.",
         fix=
         "Shorten the prompt or lower max_tokens so prompt + completion fit max_model_len; "
-        "send one image per request, smaller images."),
+        "keep sampling parameters in range (temperature >= 0, 0 < top_p <= 1); send one "
+        "image per request, smaller images."),
     Rule(kind="other", patterns=(r"NCCL error",),
          explanation=
          "The GPUs' collective communication (NCCL) failed while the engine started.",
          fix=
          "A broken multi-GPU start: retry, use fewer GPUs (tensor_parallel_size), or a "
          "machine whose GPUs are connected (a3/a2 rather than g2 for large tensor parallel)."),
+    Rule(kind="other", patterns=(
+        r"forward compatibility was attempted on non supported HW",
+        r"CUDA driver version is insufficient", r"cudaGetDeviceCount",
+        r"(?i)driver/library version mismatch",
+    ),
+        explanation=
+        "The container's CUDA libraries and the machine's GPU driver do not fit together (an "
+        "image built for a newer driver, or a GPU the image does not support).",
+        fix=
+        "Use the serving image tag nbhelpers.releases names for this GPU, or a machine type "
+        "from nbhelpers.hardware; a custom image must match the host's driver."),
     Rule(kind="timeout", tier=WEAK, patterns=(
-        r"DEADLINE_EXCEEDED", r"Deadline Exceeded", r"Deadline of [\d.]+s exceeded",
-        r"[Dd]eadline exceeded", r"[Tt]ook too long", r"timed out", r"504 Gateway Time-?out",
-        r"ReadTimeout", r"APITimeoutError", r"deployment timed out",
+        r"DEADLINE_EXCEEDED", r"DeadlineExceeded", r"(?i)deadline (of [\d.]+s )?exceeded",
+        r"[Tt]ook too long", r"(?i)timed[ -]?out", r"(?i)\b504 Gateway Time-?out",
+        r"\b504 Timeout", r"\b(Read|Connect|Write|Pool)Timeout", r"APITimeoutError",
+        r"\bTimeout(Error|Exception|Expired)\b", r"deployment timed out",
+        r"(?i)\b(for|taking|took) too long\b",
+        r"(?i)did not (become ready|respond|finish|complete) (with)?in\b",
     ),
         explanation=
         "The request (or the deployment) ran past its time limit: online predictions on a "
@@ -273,15 +375,37 @@ RULES: tuple[Rule, ...] = (
         "Lower max_tokens, stream the reply (chat with stream=True on a dedicated endpoint), "
         "or split the work; for deployments, wait longer (large models take up to an hour) "
         "and read the logs."),
+    # A status word alone: the message beside it (a quota, a token limit) names the cause.
+    Rule(kind="quota", tier=WEAK, patterns=(r"RESOURCE_EXHAUSTED", r"ResourceExhausted"),
+         explanation=
+         "Google refused the call with RESOURCE_EXHAUSTED: the project ran out of a quota (GPUs "
+         "or requests per minute) in this region.",
+         fix=
+         "Read the quota named in the error (IAM & Admin > Quotas) and request more, use "
+         "another region, or retry later with backoff (predict_many does)."),
+    Rule(kind="bad_request", tier=WEAK, patterns=(
+        r"\b400\b.*INVALID_ARGUMENT", r"InvalidArgument: 400", r"Invalid JSON payload",
+        r"BadRequestError", r"invalid_request_error", r"Error code: 4(00|22)\b",
+        r"\b400 Bad Request", r"UnprocessableEntityError", r"\b422 Unprocessable",
+    ),
+        explanation=
+        "The server refused this request as malformed (a 400 or 422); the deployment is fine.",
+        fix=
+        "Read the message in the error: keep prompt + max_tokens within max_model_len and "
+        "sampling parameters in range; send one image per request, smaller images."),
     Rule(kind="container_exited", tier=CONSEQUENCE, patterns=(
         r"Model server (exited unexpectedly|never became ready|terminated)",
         r"model server container terminated", r"Engine core initialization failed",
         r"Engine process failed to start", r"EngineCore failed to start",
         r"container failed to start and listen on the port",
         r"is not ready and cannot serve traffic",
-        r"Readiness [Pp]robe.{0,40}(failed|failure threshold)",
+        r"(?i)(Readiness|Liveness|Startup) [Pp]robe.{0,40}(failed|failure threshold)",
         r"Back-off restarting failed container", r"CrashLoopBackOff",
-        r"health check \S+ never passed",
+        r"health check \S+ never passed", r"(?i)exited with (exit )?code [1-9]",
+        r"container \S+ exited \([1-9]\d*\)", r"\bExited \([1-9]\d*\)",
+        r"EngineDeadError", r"Engine loop has died", r"EngineCore encountered a fatal error",
+        r"(?i)\b(process|proc|worker|engine core|server)\b[^\n]{0,60}\b(died|crashed|"
+        r"terminated unexpectedly|exited unexpectedly)\b",
     ),
         explanation=
         "The model server exited (or never answered its health check) and its logs name no "
@@ -294,6 +418,16 @@ RULES: tuple[Rule, ...] = (
         "nbhelpers.container_spec does); check WEIGHTS_URI exists and the deployment's "
         "service account can read it; redeploy once with the same settings to rule out a "
         "transient failure."),
+    Rule(kind="container_exited", tier=CONSEQUENCE, patterns=(
+        r"(?i)No CUDA GPUs are available", r"NVML Shared Library Not Found",
+        r"CUDA platform is not available", r"(?i)Failed to infer device type",
+    ),
+        explanation=
+        "The container saw no GPU, so vLLM could not start: the deployment has no accelerator "
+        "attached (or the image cannot reach its driver), and the model server exited.",
+        fix=
+        "Deploy with an accelerator (ACCELERATOR_TYPE and a machine type that carries it; "
+        "nbhelpers.hardware lists the pairs) and the serving image nbhelpers.releases names."),
 )
 
 OTHER = Rule(
