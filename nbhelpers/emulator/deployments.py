@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+from nbhelpers.emulator import access
 from nbhelpers.emulator.cloud_logging import CloudLogging
 from nbhelpers.emulator.common import V1, ApiError, Route, State, now
 from nbhelpers.emulator.operations import Operations
@@ -91,8 +92,10 @@ class Deployments:
         return self.seeded_failures
 
     def deploy_model(self, body: dict[str, Any], *, project: str, location: str, eid: str,
-                     **_: Any) -> dict[str, Any]:
+                     headers: Any = None, **_: Any) -> dict[str, Any]:
         endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
+        access.require(self.state, headers, "aiplatform.endpoints.deploy", project=project,
+                       resource=endpoint["name"])
         deployed = dict(body.get("deployedModel") or {})
         model = find_model(self.state, project=project, location=location,
                            mid=deployed.get("model", "").split("/")[-1])
@@ -178,8 +181,10 @@ class Deployments:
                                                       "deployedModel": {"id": deployed["id"]}})
 
     def undeploy_model(self, body: dict[str, Any], *, project: str, location: str, eid: str,
-                       **_: Any) -> dict[str, Any]:
+                       headers: Any = None, **_: Any) -> dict[str, Any]:
         endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
+        access.require(self.state, headers, "aiplatform.endpoints.undeploy", project=project,
+                       resource=endpoint["name"])
         deployed_id = str(body.get("deployedModelId", ""))
         match = [d for d in endpoint["deployedModels"] if d["id"] == deployed_id]
         if not match:
