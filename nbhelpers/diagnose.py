@@ -101,7 +101,8 @@ RULES: tuple[Rule, ...] = (
         "The container could not download the weights from Hugging Face: the repository is "
         "gated and the token is missing, wrong, or has not been granted access.",
         fix=_HF_TOKEN_FIX),
-    Rule(kind="hf_auth", patterns=(r"\b40[13] Client Error",),
+    Rule(kind="hf_auth", patterns=(r"\b40[13] Client Error", r"\b401 Unauthorized\b",
+                                   r"(?i)token is (not valid|invalid|expired)"),
          context=r"huggingface|hf_raise_for_status|hf_hub",
          explanation=
          "The container could not download the weights from Hugging Face: the repository is "
@@ -137,12 +138,22 @@ RULES: tuple[Rule, ...] = (
         "Leave the container's command empty and put vLLM's module and flags in args (as "
         "nbhelpers.container_spec does), drop flags this release does not know (nbhelpers."
         "vllm_args lists them), and use the serving image tag nbhelpers.releases names."),
+    Rule(kind="permission", patterns=(r"PermissionError: \[Errno 13\]",
+                                      r"\[Errno 13\] Permission denied"),
+         explanation=
+         "A process in the container may not write or read a path it needs (a cache or "
+         "download directory owned by another user, or a read-only mount).",
+         fix=
+         "Point the caches at a writable directory (HF_HOME=/tmp/hf, for example) or leave "
+         "the image's own user and paths as they are; keep weights on gs:// (WEIGHTS_URI) "
+         "rather than a mounted path."),
     Rule(kind="permission", patterns=(
         r"Permission denied on resource", r"PERMISSION_DENIED", r"PermissionDenied",
         r"Permission '[\w.]+' denied", r"does not have `?\[?storage\.\w+\.\w+",
         r"does not have [\w.]+ (access|permission)", r"AccessDenied(Exception)?\b",
         r"You need the [\w.]+ permission", r"Forbidden: 403 (GET|POST|PUT|PATCH|DELETE)",
-        r"(?i)\b(the caller|user \S+) does not have permission\b", r"IAM permission\(s\)",
+        r"(?i)does not have (the )?(required )?permission", r"(?i)\bPermission denied\b",
+        r"IAM permission\(s\)",
         r"Required '[\w.]+' permission", r"iam\.serviceAccounts\.actAs",
         r"(?i)missing (the )?(required )?(IAM )?permissions?\b",
         r"(?i)insufficient (IAM )?permissions?\b", r"ACCESS_TOKEN_SCOPE_INSUFFICIENT",
@@ -158,15 +169,6 @@ RULES: tuple[Rule, ...] = (
         "(service-PROJECT_NUMBER@gcp-sa-aiplatform.iam.gserviceaccount.com) or to the service "
         "account the deployment runs as; check that the project id is the one you meant. "
         "Role changes take a minute or two to apply."),
-    Rule(kind="permission", patterns=(r"PermissionError: \[Errno 13\]",
-                                      r"\[Errno 13\] Permission denied"),
-         explanation=
-         "A process in the container may not write or read a path it needs (a cache or "
-         "download directory owned by another user, or a read-only mount).",
-         fix=
-         "Point the caches at a writable directory (HF_HOME=/tmp/hf, for example) or leave "
-         "the image's own user and paths as they are; keep weights on gs:// (WEIGHTS_URI) "
-         "rather than a mounted path."),
     Rule(kind="quota", patterns=(
         r"(?i)quota metrics exceed quota limits",
         r"(?i)\bquotas?\b[^.\n]{0,40}\b(exceed\w*|exhausted|violated|reached|insufficient)",
@@ -175,7 +177,8 @@ RULES: tuple[Rule, ...] = (
         r"Rate of traffic exceeds (serving )?capacity",
         r"custom_model_serving_\w+", r"CustomModelServing\w+PerProjectPerRegion",
         r"(?i)\brate[ _-]?limit(ed|s)?\b[^.\n]{0,20}\b(exceeded|reached|hit)\b",
-        r"RateLimitError", r"(?i)Too Many Requests", r"(status|code|HTTP|Error)\W{0,4}429\b",
+        r"RateLimitError", r"(?i)Too Many Requests", r"\((TPM|RPM)\)",
+        r"(status|code|HTTP|Error)\W{0,4}429\b",
     ),
         explanation=
         "The project has no quota left for these GPUs (or this request rate) in this region.",
@@ -189,7 +192,9 @@ RULES: tuple[Rule, ...] = (
         r"(currently )?unavailable in the [\w-]+ (zone|region)",
         r"not available in the (location|region|zone)", r"[Uu]nsupported region",
         r"(is )?not supported for machine type", r"features are not compatible for creating",
-        r"(not supported|not available|not offered) in (the )?(region|location|zone)",
+        r"(not supported|not available|not offered) in (the |this |that )?(region|location|zone)",
+        r"InsufficientInstanceCapacity", r"(?i)\b(out of|insufficient) capacity\b",
+        r"(?i)\b(unsupported|invalid) (machine|accelerator) type\b",
         r"(?i)accelerator count\W{0,3}\S* is not allowed",
         r"(?i)allowed (numbers?|counts?) of accelerators?",
         r"(?i)(machine type|accelerator|GPU type)\b[^\n]{0,80}\bnot (available|supported|"
@@ -220,6 +225,7 @@ RULES: tuple[Rule, ...] = (
         # releases built on it) refuse them.
         r"`?rope_scaling`? must be a dictionary", r"(?i)unknown rope[_ ]scaling type",
         r"(?i)upgrade (your )?transformers|requires transformers ?>=",
+        r"(?i)vLLM does not (yet )?support (this |the )?(model|architecture)",
     ),
         explanation=
         "The vLLM (or transformers) inside the container does not support this model's "
@@ -367,6 +373,7 @@ RULES: tuple[Rule, ...] = (
         r"\bTimeout(Error|Exception|Expired)\b", r"deployment timed out",
         r"(?i)\b(for|taking|took) too long\b",
         r"(?i)did not (become ready|respond|finish|complete) (with)?in\b",
+        r"Gateway ?Time-?out", r"(?i)upstream request timeout", r"\bETIMEDOUT\b",
     ),
         explanation=
         "The request (or the deployment) ran past its time limit: online predictions on a "
@@ -404,6 +411,8 @@ RULES: tuple[Rule, ...] = (
         r"health check \S+ never passed", r"(?i)exited with (exit )?code [1-9]",
         r"container \S+ exited \([1-9]\d*\)", r"\bExited \([1-9]\d*\)",
         r"EngineDeadError", r"Engine loop has died", r"EngineCore encountered a fatal error",
+        r"(?i)container called exit\([1-9]\d*\)", r"did not pass the ping health check",
+        r"(?i)container terminated with (exit )?code [1-9]",
         r"(?i)\b(process|proc|worker|engine core|server)\b[^\n]{0,60}\b(died|crashed|"
         r"terminated unexpectedly|exited unexpectedly)\b",
     ),
