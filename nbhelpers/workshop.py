@@ -28,6 +28,7 @@ from nbhelpers.connection import Session
 from nbhelpers.container import VllmOptions
 from nbhelpers.deployments import Deployment, DeploymentPlan, Scaling, deploy, plan_deployment
 from nbhelpers.errors import ConfigError, DeploymentError
+from nbhelpers.hardware import Hardware
 from nbhelpers.prepare import IAM_ATTEMPTS, IAM_BACKOFF_S, IAM_POLICY_VERSION
 from nbhelpers.teardown import Inventory, cleanup
 
@@ -87,10 +88,13 @@ def plan_workshop(model: str, *, attendees: int, hours: float = DEFAULT_HOURS,
     if not spec.instruct:
         raise ConfigError(f"{spec.name} is a base model, with no chat template: a workshop "
                           "chats, so choose an Instruct model")
-    single = plan_deployment(spec, machine_type=machine_type, options=options,
-                             weights_uri=weights_uri, dedicated_endpoint=True,
-                             ask_for_token=False, region=region)
-    per_replica = single.options.max_num_seqs or spec.max_num_seqs
+    if options is not None and not isinstance(options, VllmOptions):
+        raise ConfigError(f"options must be nbhelpers.VllmOptions(...) or None, got "
+                          f"{shown(options)}")
+    checks.text("machine_type", machine_type, empty_ok=True)
+    hardware = Hardware.for_machine(machine_type) if machine_type else spec.hardware
+    resolved = (options or VllmOptions()).resolved(spec, hardware.accelerator_count)
+    per_replica = resolved.max_num_seqs or spec.max_num_seqs
     needed = max(1, math.ceil(attendees * REQUESTS_PER_ATTENDEE / per_replica))
     scaling = Scaling(min_replicas=1, max_replicas=needed if needed > 1 else None)
     deployment = plan_deployment(spec, machine_type=machine_type, options=options,
@@ -151,7 +155,7 @@ def up(session: Session, plan: WorkshopPlan) -> dict[str, Any]:
     the live one), and writes the workshop card; returns the card."""
     if not isinstance(plan, WorkshopPlan):
         raise ConfigError(f"plan must be what plan_workshop() returns, got {shown(plan)}")
-    print(f"Serving quota: {check_quota(session, plan)}.")
+    print(f"Serving quota for the workshop at its most replicas: {check_quota(session, plan)}.")
     endpoint = _workshop_endpoint(session, plan)
     deployment = deploy(session, plan.deployment)
     if deployment.endpoint_name != endpoint.resource_name:
