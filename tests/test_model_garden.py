@@ -163,3 +163,24 @@ def test_an_endpoint_googles_notebook_cell_deployed_is_reconnected(session, env)
     deployment = nbhelpers.reconnect(session, endpoint.name)
     assert deployment.model_name == "Llama-3.1-8B-Instruct" and deployment.dedicated_endpoint
     assert nbhelpers.predict(deployment, "Hi", max_tokens=3)[0].raw.startswith("Prompt:\nHi")
+
+
+def test_the_endpoint_and_model_are_labelled_while_the_deployment_runs(session, env, emulator):
+    """A kernel that dies during the (long) deployment leaves resources cleanup can find."""
+    import concurrent.futures
+    import time
+
+    env.setenv("HF_TOKEN", FAKE_TOKEN)
+    emulator.vertex.deploy_seconds = 3.0
+    plan = _plan("Llama-3.2-1B-Instruct", accept_eula=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        running = pool.submit(nbhelpers.deploy, session, plan)
+        deadline = time.monotonic() + 2.5
+        while len(nbhelpers.find_resources(session)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(nbhelpers.find_resources(session)) == 2 and not running.done()
+        record = dict(session.state.deployments["llama-3-2-1b-instruct"])
+        assert record["status"] == "deploying"
+        deployment = running.result(timeout=30)
+    assert deployment.endpoint_name == record["endpoint_name"]
+    assert deployment.model_resource == record["model_resource"]
