@@ -24,6 +24,7 @@ _EXPORTS = {
     "predict": "prediction", "predict_image": "prediction",
     "chat": "openai_chat", "chat_client": "openai_chat",
     "predict_many": "batch", "chat_many": "batch",
+    "run_batch_prediction": "batch_jobs",
     "load_image": "images", "sample_image": "images",
     "diagnose_text": "diagnose", "diagnose_endpoint": "diagnose",
     "find_resources": "teardown", "cleanup": "teardown", "cleanup_expired": "teardown",

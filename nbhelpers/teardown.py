@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbhelpers import checks, prices, validate
+from nbhelpers.batch_jobs import end_jobs, labelled_jobs
 from nbhelpers.connection import Session
 from nbhelpers.deployments import MAX_DEPLOY_WAIT_S, wait_for_deploys
 from nbhelpers.errors import ConfigError
@@ -29,11 +30,14 @@ class Inventory:
     endpoints: list[Any] = field(default_factory=list)
     models: list[Any] = field(default_factory=list)
     files: list[Any] = field(default_factory=list)  # blobs under the run's folder
+    batch_jobs: list[Any] = field(default_factory=list)  # BatchPredictionJobs (batch_jobs)
 
     def describe(self) -> str:
-        lines = [f"endpoint {e.name} {e.display_name!r} "
-                 f"({len(e.gca_resource.deployed_models)} deployed model(s))"
-                 for e in self.endpoints]
+        lines = [f"batch prediction job {j.name} {j.display_name!r} ({j.state.name})"
+                 for j in self.batch_jobs]
+        lines += [f"endpoint {e.name} {e.display_name!r} "
+                  f"({len(e.gca_resource.deployed_models)} deployed model(s))"
+                  for e in self.endpoints]
         lines += [f"model {m.name} {m.display_name!r}" for m in self.models]
         lines += [f"file gs://{f.bucket.name}/{f.name}" for f in self.files[:FILES_SHOWN]]
         if len(self.files) > FILES_SHOWN:
@@ -42,7 +46,7 @@ class Inventory:
         return "\n".join(lines) or "nothing labelled for this run"
 
     def __len__(self) -> int:
-        return len(self.endpoints) + len(self.models) + len(self.files)
+        return len(self.endpoints) + len(self.models) + len(self.files) + len(self.batch_jobs)
 
 
 def _ours(labels: dict[str, str], session: Session, whole_owner: bool) -> bool:
@@ -53,12 +57,14 @@ def _ours(labels: dict[str, str], session: Session, whole_owner: bool) -> bool:
 
 
 def _labelled(query: str, keep: Any) -> Inventory:
-    """Endpoints and models the server-side filter returns and `keep(labels)` accepts."""
+    """Endpoints, models and batch prediction jobs the server-side filter returns and
+    `keep(labels)` accepts."""
     from google.cloud import aiplatform
 
     return Inventory(
         endpoints=[e for e in aiplatform.Endpoint.list(filter=query) if keep(dict(e.labels))],
         models=[m for m in aiplatform.Model.list(filter=query) if keep(dict(m.labels))],
+        batch_jobs=labelled_jobs(query, keep),
     )
 
 
@@ -146,6 +152,11 @@ def cleanup_expired(session: Session, *, dry_run: bool = True, now: float | None
 
 
 def _delete(inventory: Inventory, *, wait_s: float) -> None:
+    # Batch jobs first: a running one bills and may still write files; it is cancelled and
+    # waited for, as only an ended job can be deleted.
+    end_jobs(inventory.batch_jobs, timeout_s=wait_s)
+    for job in inventory.batch_jobs:
+        _retry(job.delete, f"batch prediction job {job.name}")
     for endpoint in inventory.endpoints:
         wait_for_deploys(endpoint, timeout_s=wait_s)
         _retry(lambda e=endpoint: e.delete(force=True), f"endpoint {endpoint.name}")
