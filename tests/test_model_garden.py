@@ -184,3 +184,27 @@ def test_the_endpoint_and_model_are_labelled_while_the_deployment_runs(session, 
         deployment = running.result(timeout=30)
     assert deployment.endpoint_name == record["endpoint_name"]
     assert deployment.model_resource == record["model_resource"]
+
+
+def test_every_catalog_model_has_a_publisher_model_whose_configurations_start():
+    """Each catalog model is served by the emulator's Model Garden under its publisher name, and
+    each of its verified configurations names the model (MODEL_ID, an older Meta id for 3.1)
+    and starts by the memory plan: a default Model Garden deploy is a good rehearsal."""
+    from nbhelpers import catalog, planner
+    from nbhelpers.container import memory_inputs
+    from nbhelpers.emulator.model_garden import PUBLISHER_MODELS
+
+    checked = 0
+    for spec in catalog.MODELS.values():
+        resource = PUBLISHER_MODELS[publisher_model(spec)].resource()
+        for option in resource["supportedActions"]["multiDeployVertex"]["multiDeployVertex"]:
+            container, machine = option["containerSpec"], option["dedicatedResources"][
+                "machineSpec"]
+            env = {e["name"]: e["value"] for e in container["env"]}
+            assert catalog.get_model(env["MODEL_ID"]) is spec
+            plan = planner.plan_memory(accelerator=machine["acceleratorType"],
+                                       suggest_fixes=False, **memory_inputs(
+                                           spec, container["args"], container["imageUri"]))
+            assert plan.ok, (spec.name, machine["machineType"], plan.reason)
+            checked += 1
+    assert checked == len(catalog.MODELS) + 1  # one Fast Deployment option (8B Instruct)
