@@ -153,7 +153,8 @@ def _workshop(args: argparse.Namespace) -> int:
                                     run_id=args.id, quiet=True)
         if args.action in ("plan", "up"):
             plan = workshop.plan_workshop(args.model, attendees=args.attendees,
-                                          hours=args.hours, machine_type=args.machine_type,
+                                          hours=workshop.DEFAULT_HOURS if args.hours is None
+                                          else args.hours, machine_type=args.machine_type,
                                           weights_uri=args.weights_uri,
                                           ask_for_token=args.action == "up",
                                           region=session.settings.region)
@@ -165,7 +166,8 @@ def _workshop(args: argparse.Namespace) -> int:
         elif args.action == "card":
             print(json.dumps(workshop.read_card(session, args.id), indent=2))
         elif args.action == "grant":
-            workshop.grant(session, args.attendee or [], role=args.role)
+            workshop.grant(session, args.attendee or [],
+                           role=workshop.ATTENDEE_ROLE if args.role is None else args.role)
         else:
             workshop.down(session)
     except ConfigError as err:
@@ -175,8 +177,6 @@ def _workshop(args: argparse.Namespace) -> int:
 
 
 def _add_workshop_commands(commands: Any) -> None:
-    from nbhelpers.workshop import ATTENDEE_ROLE, DEFAULT_HOURS
-
     shop = commands.add_parser("workshop", help="one shared endpoint for a room of attendees")
     shop.add_argument("action", choices=("plan", "up", "card", "grant", "down"),
                       help="plan (with the quota check), up (deploy, write the card), card "
@@ -184,13 +184,15 @@ def _add_workshop_commands(commands: Any) -> None:
     shop.add_argument("--id", required=True, help="the workshop id (a run id: 1-63 of a-z 0-9 - _)")
     shop.add_argument("--model", default="Llama-3.1-8B-Instruct")
     shop.add_argument("--attendees", type=int, default=30, help="people in the room")
-    shop.add_argument("--hours", type=float, default=DEFAULT_HOURS,
-                      help="how long the endpoint lives (its expiry label)")
+    shop.add_argument("--hours", type=float, default=None,
+                      help="how long the endpoint lives (its expiry label; default "
+                      "nbhelpers.workshop.DEFAULT_HOURS)")
     shop.add_argument("--machine-type", default="")
     shop.add_argument("--weights-uri", default="", help="gs:// copy of the weights (no token)")
     shop.add_argument("--attendee", action="append",
                       help="grant: an e-mail, or group:ADDRESS (repeat for each)")
-    shop.add_argument("--role", default=ATTENDEE_ROLE, help="grant: the role on the endpoint")
+    shop.add_argument("--role", default=None, help="grant: the role on the endpoint "
+                      "(default nbhelpers.workshop.ATTENDEE_ROLE)")
     shop.add_argument("--backend", default="auto")
     shop.add_argument("--project", default="")
     shop.add_argument("--region", default="")
