@@ -572,7 +572,9 @@ def _deploy_with_model_garden(session: Session, plan: DeploymentPlan, endpoint: 
             replicas=(plan.scaling.min_replicas, plan.scaling.most), spot=plan.scaling.spot,
             display_name=_display_name(session, key),
             labels=session.settings.labels(**{LABEL_MODEL: key}), timeout_s=timeout_s,
-            on_created=created)
+            on_created=created, wait=lambda done: wait_until(
+                done, "Model Garden to deploy the model and vLLM to pass its health check",
+                timeout_s=float("inf")))
     except DeploymentError as err:
         if key in session.state.deployments:
             session.state.record_deployment(key, {**session.state.deployments[key],

@@ -16,7 +16,6 @@ as `hugging_face_access_token`, never in the container overrides.
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +39,6 @@ _COMPARED_ARGS = {"tensor-parallel-size": "tensor_parallel_size",
                   "max-model-len": "max_model_len", "max-num-seqs": "max_num_seqs",
                   "gpu-memory-utilization": "gpu_memory_utilization",
                   "enforce-eager": "enforce_eager"}
-_LABEL_POLL_S = 0.5  # how often a running deploy is looked at for its new endpoint and model
 
 
 def publisher_model(spec: ModelSpec) -> str:
@@ -196,10 +194,12 @@ def deploy_open_model(session: Session, *, spec: ModelSpec, hardware: Hardware,
                       container: ContainerSpec, dedicated_endpoint: bool, accept_eula: bool,
                       replicas: tuple[int, int], spot: bool, display_name: str,
                       labels: dict[str, str], timeout_s: int,
-                      on_created: Callable[[str, str], None]) -> str:
+                      on_created: Callable[[str, str], None],
+                      wait: Callable[[Callable[[], bool]], object]) -> str:
     """Deploys with `OpenModel.deploy` and returns the endpoint's resource name. The endpoint
     and model are labelled, and `on_created(endpoint, model)` called, as soon as they exist;
-    a failed deployment raises DeploymentError, with both kept (and labelled) for its logs."""
+    `wait(done)` polls until the deployment ends (deployments.wait_until: with progress). A
+    failed deployment raises DeploymentError, with both kept (and labelled) for its logs."""
     from vertexai.model_garden import OpenModel
 
     accept = require_eula(session, spec, accept_eula=accept_eula)
@@ -239,9 +239,11 @@ def deploy_open_model(session: Session, *, spec: ModelSpec, hardware: Hardware,
             serving_container_health_route=container.health_route,
             serving_container_shared_memory_size_mb=container.shared_memory_mb,
             serving_container_deployment_timeout=container.deployment_timeout_s)
-        while not future.done():
-            label_new()
-            time.sleep(_LABEL_POLL_S if len(seen) < 2 else 0.05)
+        def done() -> bool:
+            label_new()  # until both exist, each poll looks for them
+            return future.done()
+
+        wait(done)
         label_new()
         try:
             endpoint = future.result()
