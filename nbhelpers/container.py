@@ -8,7 +8,7 @@ from typing import Any
 
 from nbhelpers import catalog, checks, vllm_args
 from nbhelpers.catalog import ModelSpec
-from nbhelpers.errors import ConfigError
+from nbhelpers.errors import ConfigError, choices
 from nbhelpers.releases import (
     DEFAULT_TAG,
     DEPLOYMENT_TIMEOUT_S,
@@ -19,6 +19,8 @@ from nbhelpers.releases import (
     SHARED_MEMORY_MB,
     image_uri,
     release_of,
+    tool_call_parser,
+    tool_calling_tags,
     vllm_release,
 )
 
@@ -43,6 +45,9 @@ class VllmOptions:
     max_loras: int = 1
     max_cpu_loras: int = 8
     enable_prefix_caching: bool = False
+    # Tool calling with tool_choice "auto" (--enable-auto-tool-choice and the image's Llama
+    # tool-call parser); a named or "required" tool_choice works without it.
+    tool_calling: bool = False
     kv_cache_dtype: str = "auto"
     swap_space_gib: int = 16
     extra_args: tuple[str, ...] = field(default=())
@@ -76,6 +81,7 @@ class VllmOptions:
         checks.whole("max_cpu_loras", self.max_cpu_loras, low=self.max_loras, high=MAX_LORAS,
                      why="vLLM needs at least max_loras")
         checks.flag("enable_prefix_caching", self.enable_prefix_caching)
+        checks.flag("tool_calling", self.tool_calling)
         checks.one_of("kv_cache_dtype", self.kv_cache_dtype, vllm_args.KV_CACHE_DTYPES)
         checks.number("swap_space_gib", self.swap_space_gib, low=0, high=MAX_SWAP_SPACE_GIB,
                       why="GiB of CPU memory per GPU")
@@ -97,6 +103,9 @@ class VllmOptions:
                 f"{model.name} was trained for (max_model_len must be from 1 to "
                 f"{model.max_positions:,})"
             )
+        if self.tool_calling and not model.instruct:
+            raise ConfigError(f"tool_calling=True needs a chat template, and {model.name} is a "
+                              "base model without one: choose its Instruct model")
         if tp > accelerator_count:
             raise ConfigError(
                 f"tensor_parallel_size {tp} needs that many GPUs, but the machine has "
@@ -176,8 +185,23 @@ def container_spec(
     env = {"MODEL_ID": model.hf_id, "DEPLOY_SOURCE": "notebook"}
     if hf_token:
         env["HF_TOKEN"] = hf_token
-    return ContainerSpec(image_uri=image_uri(tag),
-                         args=server_args(weights_uri or model.hf_id, options), env=env)
+    args = server_args(weights_uri or model.hf_id, options)
+    if options.tool_calling:
+        args += tool_calling_args(tag)
+    return ContainerSpec(image_uri=image_uri(tag), args=args, env=env)
+
+
+def tool_calling_args(tag: str) -> list[str]:
+    """The arguments that let the image's vLLM call tools with tool_choice "auto": what Google's
+    notebooks pass (their `vertex-llama-3` parser) where the image takes it, else upstream's
+    `llama3_json`; refused for images with no Llama tool parser (vLLM 0.6.2)."""
+    parser = tool_call_parser(tag)
+    if parser is None:
+        raise ConfigError(f"tool_calling=True: container tag {tag} (vLLM {vllm_release(tag)}) "
+                          "has no Llama 3.1/3.2 tool-call parser (upstream vLLM added "
+                          "llama3_json in 0.6.3). Choose one of "
+                          f"{choices(tool_calling_tags())}")
+    return ["--enable-auto-tool-choice", f"--tool-call-parser={parser}"]
 
 
 def check_server_args(args: list[str], image: str, *, gpus: int) -> dict[str, Any]:

@@ -225,6 +225,30 @@ def require_vision(tag: str, model_name: str) -> None:
                       f"{choices(vision_tags())}")
 
 
+# Tool calling for Llama 3.1/3.2 JSON tool calls. Upstream vLLM's parser, `llama3_json`, came
+# with 0.6.3: 0.6.2 refuses it ("invalid choice: 'llama3_json' (choose from 'mistral',
+# 'hermes')", vllm-project/vllm issue 9312). Google's notebooks pass their fork's
+# `vertex-llama-3` with `--enable-auto-tool-choice` on images that take it (GOOGLE_FLAGS_SINCE).
+UPSTREAM_TOOL_PARSER = "llama3_json"
+UPSTREAM_TOOL_PARSER_SINCE = (0, 6, 3)
+
+
+def tool_call_parser(tag: str) -> str | None:
+    """The --tool-call-parser for Llama 3.1/3.2 on an image: Google's where the image takes it,
+    else upstream vLLM's from 0.6.3 on, else None (no Llama tool parser in the image)."""
+    found = release(tag)
+    if TOOL_PARSER_VERTEX in found.google_flags:
+        return TOOL_PARSER_VERTEX.partition("=")[2]
+    if _version(found.planned_as) >= UPSTREAM_TOOL_PARSER_SINCE:
+        return UPSTREAM_TOOL_PARSER
+    return None
+
+
+def tool_calling_tags() -> list[str]:
+    """The x86 tags whose vLLM has a Llama tool-call parser."""
+    return [tag for tag, r in IMAGES.items() if r.arch == "x86" and tool_call_parser(tag)]
+
+
 def require_machine_arch(tag: str, machine_type: str) -> None:
     """An ARM image runs only on ARM machines; every machine type here is x86."""
     found = release(tag)

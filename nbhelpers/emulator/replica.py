@@ -175,7 +175,7 @@ class Replica:
             temperature=body.get("temperature"), top_p=body.get("top_p"),
             top_k=_int(body.get("top_k")), extra=extra,
         )
-        return 200, generation
+        return 200, rehearsal.structured(generation, body)
 
 
 def describe_image(reference: str) -> str:
@@ -278,6 +278,18 @@ class _ReplicaHandler(JsonHandler):
             self.wfile.flush()
 
         event({"role": "assistant", "content": ""}, None)
+        if generation.tool_calls or generation.json_text is not None:  # one structured piece
+            time.sleep(self.owner.service_seconds)
+            if generation.tool_calls:
+                event({"tool_calls": [{"index": i, **call} for i, call in
+                                      enumerate(generation.tool_calls)]}, None)
+            else:
+                event({"content": generation.text}, None)
+            event({}, generation.finish_reason)
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+            self.close_connection = True
+            return
         pause = self.owner.service_seconds / max(1, len(generation.tokens))
         for i, token in enumerate(generation.tokens):
             time.sleep(pause)
@@ -301,6 +313,9 @@ def _completion(generation: rehearsal.Generation, model: str) -> dict[str, Any]:
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
         "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "finish_reason": generation.finish_reason,
-                     "message": {"role": "assistant", "content": generation.text}}],
+                     "message": {"role": "assistant",
+                                 "content": None if generation.tool_calls else generation.text,
+                                 **({"tool_calls": generation.tool_calls}
+                                    if generation.tool_calls else {})}}],
         "usage": _usage(generation),
     }

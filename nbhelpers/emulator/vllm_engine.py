@@ -29,6 +29,7 @@ from typing import Any
 from nbhelpers import tiny_llama, vllm_args
 from nbhelpers.emulator.rehearsal import VLLM_DEFAULT_MAX_TOKENS
 from nbhelpers.errors import ConfigError, choices
+from nbhelpers.releases import UPSTREAM_TOOL_PARSER
 
 ENGINES, ENGINE_VARIABLE = tiny_llama.ENGINES, tiny_llama.ENGINE_VARIABLE
 PYTHON_VARIABLE = "NBHELPERS_VLLM_PYTHON"  # the engine's python; default: .venv-vllm's
@@ -36,7 +37,6 @@ START_TIMEOUT_VARIABLE = "NBHELPERS_VLLM_START_TIMEOUT"
 DEFAULT_START_TIMEOUT_S = 600.0  # ~50 s on 2 idle cores; a loaded machine takes longer
 KV_CACHE_GIB = "1"  # VLLM_CPU_KVCACHE_SPACE: a million tokens of the tiny model's KV cache
 ROOT = Path(__file__).resolve().parents[2]
-UPSTREAM_TOOL_PARSER = "llama3_json"  # upstream vLLM's parser for Llama 3.1/3.2 (since 0.6.3)
 
 
 def configured_engine(engine: str | None = None) -> str:
@@ -167,10 +167,10 @@ def translate(args: list[str], *, model_dir: Path, served_name: str, port: int,
         elif name in REPLACED:
             if name not in ("host", "port"):
                 result.notes.append(f"translated: {shown} -> left out ({REPLACED[name]})")
-        elif name in _google_options():
+        elif name in vllm_args.GOOGLE_OPTIONS:
             result.notes.append(f"translated: {shown} -> left out (an option of Google's fork "
                                 "of vLLM in its images; upstream vLLM has none)")
-        elif name == "tool-call-parser" and value == _google_tool_parser():
+        elif name == "tool-call-parser" and value == vllm_args.GOOGLE_TOOL_PARSER:
             result.command.append(f"--tool-call-parser={UPSTREAM_TOOL_PARSER}")
             result.notes.append(f"translated: {shown} -> --tool-call-parser="
                                 f"{UPSTREAM_TOOL_PARSER} (Google's parser in its images; "
@@ -194,15 +194,6 @@ def translate(args: list[str], *, model_dir: Path, served_name: str, port: int,
         result.command.append(argument)
         result.notes.append(f"added: {argument} ({why})")
     return result
-
-
-def _google_options() -> set[str]:
-    """The Google-only options of the images' vLLM fork (none where vllm_args lists none)."""
-    return set(getattr(vllm_args, "GOOGLE_OPTIONS", {}))
-
-
-def _google_tool_parser() -> str:
-    return str(getattr(vllm_args, "GOOGLE_TOOL_PARSER", "vertex-llama-3"))
 
 
 # --- the vLLM server process --------------------------------------------------------------------
