@@ -234,3 +234,61 @@ def test_an_argument_vllm_refuses_fails_the_deployment_with_its_parser_error(rea
             " ignored explicit argument 'maybe'") in lines
     assert "vLLM exited with status 2 before serving" in lines
 
+
+
+# --- without a server: the translation, the container's tool options, the rehearsal's answers --
+def test_translation_logs_each_argument_it_changes_and_passes_the_rest():
+    from pathlib import Path
+
+    args = ["python", "-m", "vllm.entrypoints.api_server", "--host=0.0.0.0", "--port=8080",
+            f"--model=meta-llama/{MODEL}", "--tensor-parallel-size=2", "--swap-space=16",
+            "--max-model-len", "4096", "--model-type=llama3.1", "--enable-auto-tool-choice",
+            "--tool-call-parser=vertex-llama-3", "--enforce-eager", "--made-up-flag"]
+    result = vllm_engine.translate(args, model_dir=Path("/tiny"), served_name="served",
+                                   port=1234, image_release="0.9.2", installed="0.32.0")
+    command = result.command
+    assert command[:4] == ["--host=127.0.0.1", "--port=1234", "--model=/tiny",
+                           "--served-model-name=served"]
+    assert ["--max-model-len", "4096"] == command[command.index("--max-model-len"):][:2]
+    assert "--made-up-flag" in command  # vLLM's own parser refuses it, not us
+    assert "--tool-call-parser=llama3_json" in command and command.count("--enforce-eager") == 1
+    for gone in ("--swap-space=16", "--tensor-parallel-size=2", "--model-type=llama3.1"):
+        assert gone not in command
+        assert any(note.startswith(f"translated: {gone} -> ") for note in result.notes), gone
+    assert any("vLLM 0.9.2 accepts it, vLLM 0.32.0 does not" in n for n in result.notes)
+    assert "--load-format=dummy" in command
+
+
+def test_tool_calling_container_options_follow_the_image():
+    import nbhelpers
+    from nbhelpers import container
+    from nbhelpers.errors import ConfigError
+
+    assert container.tool_calling_args("20250710_0916_RC01") == [
+        "--enable-auto-tool-choice", "--tool-call-parser=vertex-llama-3"]
+    with pytest.raises(ConfigError, match="has no Llama 3.1/3.2 tool-call parser"):
+        container.tool_calling_args("20241112_0916_RC00_maas")
+    model = nbhelpers.get_model("Llama-3.1-8B")
+    with pytest.raises(ConfigError, match="base model"):
+        nbhelpers.VllmOptions(tool_calling=True).resolved(model, 1)
+
+
+def test_the_rehearsal_answers_tool_calls_and_schemas_in_vllms_shape():
+    import jsonschema
+
+    from nbhelpers.emulator import rehearsal
+
+    plain = rehearsal.generate("m", "hello")
+    named = rehearsal.structured(plain, {
+        "tools": [WEATHER_TOOL], "tool_choice": {"type": "function",
+                                                  "function": {"name": "get_weather"}}})
+    (call,) = named.tool_calls
+    assert call["function"]["name"] == "get_weather" and call["id"].startswith("chatcmpl-tool")
+    jsonschema.validate(json.loads(call["function"]["arguments"]),
+                        WEATHER_TOOL["function"]["parameters"])
+    assert rehearsal.structured(plain, {"tools": [WEATHER_TOOL],
+                                        "tool_choice": "required"}).finish_reason == "tool_calls"
+    assert rehearsal.structured(plain, {"tools": [WEATHER_TOOL]}) is plain  # auto: words
+    movie = rehearsal.structured(plain, {"response_format": {
+        "type": "json_schema", "json_schema": {"name": "m", "schema": MOVIE_SCHEMA}}})
+    jsonschema.validate(json.loads(movie.text), MOVIE_SCHEMA)
