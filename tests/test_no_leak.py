@@ -116,4 +116,7 @@ def test_cleanup_deletes_the_runs_files_and_never_the_shared_bucket(session):
     assert [f.name for f in listed.files] == [mine]
     nbhelpers.cleanup(session, dry_run=False)
     assert client.lookup_bucket(session.settings.bucket_name) is not None
-    assert sorted(b.name for b in client.list_blobs(session.settings.bucket_name)) == sorted(others)
+    # The run's state mirror stays: it records the cleanup (nbhelpers.state.BucketMirror).
+    mirror = session.settings.files_prefix() + "state.json"
+    assert sorted(b.name for b in client.list_blobs(session.settings.bucket_name)) == sorted(
+        [*others, mirror])
