@@ -36,6 +36,7 @@ INSTANCE_KEYS = ("prompt", "max_tokens", "temperature", "top_p", "top_k", "raw_r
 RESULTS_PREFIX = "prediction.results-"  # the output's shards: prediction.results-00000-of-N
 ERRORS_PREFIX = "prediction.errors_stats-"
 BATCH_FOLDER = "batch"  # under the run's folder of the staging bucket: one sub-folder per job
+SHOWN = 20  # prompts a description lists with their answers
 
 
 @dataclass(kw_only=True)
@@ -60,10 +61,19 @@ class BatchPrediction:
         return wait_for_batch(session, self, timeout_s=timeout_s)
 
     def describe(self) -> str:
+        """The job, then each prompt (the first SHOWN) with its answer or why it has none."""
         done = sum(r is not None for r in self.results)
-        return (f"batch prediction job {self.job_id}: {self.state}, {done} of "
-                f"{len(self.instances)} prompt(s) answered; input {self.input_uri}; output "
-                f"{self.output_directory or self.output_prefix}")
+        lines = [f"batch prediction job {self.job_id}: {self.state or 'submitted'}, {done} of "
+                 f"{len(self.instances)} prompt(s) answered; input {self.input_uri}; output "
+                 f"{self.output_directory or self.output_prefix}"]
+        for index, instance in enumerate(self.instances[:SHOWN]):
+            result = self.results[index] if index < len(self.results) else None
+            answer = result.text if result is not None else \
+                f"(no answer: {self.failures.get(index, 'not read yet')})"
+            lines.append(f"{index + 1}. {instance.get('prompt')}\n   {answer}")
+        if len(self.instances) > SHOWN:
+            lines.append(f"... and {len(self.instances) - SHOWN} more")
+        return "\n".join(lines)
 
 
 def _instance_key(value: Any) -> str:

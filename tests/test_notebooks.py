@@ -51,7 +51,8 @@ def test_setup_deploy_predict_cleanup(tmp_path, monkeypatch, capfd):
     assert report.exit_code == 0
     run_dir = tmp_path / "nb-run"
     assert results[1].results["endpoint_id"] and "rehearsal" in results[1].results["first_reply"]
-    assert results[-1].results == {"deleted": 4}
+    # 2 endpoints, 2 models, and 01's batch prediction job with its 2 files (input, results)
+    assert results[-1].results == {"deleted": 7}
     assert "| 01_deploy_llama31_text.ipynb | passed |" in (run_dir / "report.md").read_text()
     assert "PASSED" in (run_dir / "report.html").read_text()
     deployed = _outputs(run_dir / "01_deploy_llama31_text.ipynb")
@@ -60,8 +61,9 @@ def test_setup_deploy_predict_cleanup(tmp_path, monkeypatch, capfd):
     replies = re.findall(r"\[rehearsal engine[^\n]*", deployed)
     assert replies and all(len(r.split()) == 20 for r in replies)  # MAX_TOKENS honoured
     assert "REHEARSAL MODE" in deployed
+    assert "JOB_STATE_SUCCEEDED, 3 of 3 prompt(s) answered" in deployed
     cleaned = _outputs(run_dir / "05_cleanup.ipynb")
-    assert "Deleting 4 resource(s)" in cleaned and "nothing labelled for this run" in cleaned
+    assert "Deleting 7 resource(s)" in cleaned and "nothing labelled for this run" in cleaned
     vision = _outputs(run_dir / "02_deploy_llama32_multimodal.ipynb")
     assert "image/png" in vision  # the picture is shown inline
     assert "<|image|>What is in this image?" in vision and "an image of 800x600 pixels" in vision
