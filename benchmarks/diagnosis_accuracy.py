@@ -2,12 +2,12 @@
 
 tests/data/error_excerpts.json holds excerpts copied from public issues, forums and docs, split
 once by source thread into a development set and a held-out set; the rules' author read both,
-so the held-out figure is optimistic. Blind round 1 (error_excerpts_blind.json) was collected by
-someone who never saw the rules and scored once, before any tuning, at 61%; it has been
-development data since. Blind round 2 (error_excerpts_blind2.json), collected by someone else
-and never seen by the rules' author, is scored when the file exists: that is the figure to
-report. `--misses SPLIT` lists the misses of one set (never ask for blind2's: that would tune
-on it).
+so the held-out figure is optimistic. Blind rounds (error_excerpts_blind.json is round 1,
+error_excerpts_blindN.json round N) are collected by someone who never saw the rules and scored
+once; a round's file then gets a "scored" note with that figure and the round becomes
+development data. Every round present is scored; one without a "scored" note is never seen, and
+its figure is the one to report. `--misses SPLIT` lists the misses of one set (only of sets the
+rules' author has seen: asking for a never-seen round's would tune on it).
 
     python benchmarks/diagnosis_accuracy.py [--misses development]
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -23,18 +24,52 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "tests" / "data"
 DATA = DATA_DIR / "error_excerpts.json"
-BLIND1 = DATA_DIR / "error_excerpts_blind.json"
-BLIND2 = DATA_DIR / "error_excerpts_blind2.json"
 SPLITS = ("development", "held_out")  # the splits inside error_excerpts.json
-# Every set scored, in column order, with what its figure means.
-SETS = {
-    "development": "development",
-    "held_out": "held-out (seen by the rule author)",
-    "blind1": "blind round 1 (scored once before tuning: 61%; now development)",
-    "blind2": "blind round 2 (never seen)",
-}
-BLIND1_BEFORE = "39/64 = 61%"  # its one score before the rules were tuned on it
-BLIND2_OVERALL, BLIND2_PER_KIND, BLIND2_MIN_EXCERPTS = 0.9, 0.8, 3
+# The bar every blind round is held to (a kind with fewer excerpts is printed, not judged: one
+# miss would be 50%).
+BLIND_OVERALL, BLIND_PER_KIND, BLIND_MIN_EXCERPTS = 0.9, 0.8, 3
+
+
+@dataclass(frozen=True)
+class BlindRound:
+    number: int
+    path: Path
+    scored: str  # the file's note of its one blind score; empty while never seen
+
+    @property
+    def split(self) -> str:
+        return f"blind{self.number}"
+
+    @property
+    def seen(self) -> bool:
+        return bool(self.scored)
+
+    def legend(self) -> str:
+        if self.seen:
+            score = re.search(r"\d+/\d+ = [\d.]+%", self.scored)
+            once = f"scored once before tuning: {score.group(0)}; " if score else ""
+            return f"blind round {self.number} ({once}now development)"
+        return f"blind round {self.number} (never seen: the figure to report)"
+
+
+def blind_rounds(data_dir: Path = DATA_DIR) -> list[BlindRound]:
+    """Every blind round whose file is present, oldest first (error_excerpts_blind.json is
+    round 1); a round is development once its file carries a "scored" note."""
+    rounds = []
+    for path in data_dir.glob("error_excerpts_blind*.json"):
+        number = re.fullmatch(r"error_excerpts_blind(\d*)\.json", path.name)
+        if number is None:
+            continue
+        scored = json.loads(path.read_text()).get("scored", "")
+        rounds.append(BlindRound(int(number.group(1) or 1), path, scored))
+    return sorted(rounds, key=lambda r: r.number)
+
+
+def set_legends(rounds: list[BlindRound] | None = None) -> dict[str, str]:
+    """Every set scored, in column order, with what its figure means."""
+    legends = {"development": "development", "held_out": "held-out (seen by the rule author)"}
+    legends.update({r.split: r.legend() for r in (blind_rounds() if rounds is None else rounds)})
+    return legends
 
 
 @dataclass
@@ -54,6 +89,7 @@ class Score:
 class Report:
     per_kind: dict[tuple[str, str], Score] = field(default_factory=lambda: defaultdict(Score))
     misses: list[dict[str, str]] = field(default_factory=list)
+    legends: dict[str, str] = field(default_factory=dict)
 
     def overall(self, split: str) -> Score:
         scores = [s for (_, sp), s in self.per_kind.items() if sp == split]
@@ -64,11 +100,12 @@ class Report:
 
     def splits(self) -> list[str]:
         present = {split for _, split in self.per_kind}
-        return [split for split in SETS if split in present]
+        order = list(self.legends)
+        return sorted(present, key=lambda s: (order.index(s) if s in order else len(order), s))
 
     def table(self) -> str:
         splits = self.splits()
-        legend = [f"  {split}: {SETS[split]}" for split in splits]
+        legend = [f"  {split}: {self.legends.get(split, split)}" for split in splits]
         rows = [f"{'kind':<20}" + "".join(f" {split:>16}" for split in splits)]
         rows += [f"{kind:<20}" + "".join(f" {self.per_kind.get((kind, split), Score())!s:>16}"
                                          for split in splits) for kind in self.kinds()]
@@ -83,11 +120,11 @@ def load_excerpts(path: Path = DATA, *, split: str = "") -> list[dict[str, str]]
     return [{**excerpt, "split": split} for excerpt in excerpts] if split else excerpts
 
 
-def load_all(*, blind2: bool = True) -> list[dict[str, str]]:
-    """Every set there is: the split file, blind round 1, and blind round 2 once it exists."""
-    excerpts = load_excerpts() + load_excerpts(BLIND1, split="blind1")
-    if blind2 and BLIND2.exists():
-        excerpts += load_excerpts(BLIND2, split="blind2")
+def load_all(rounds: list[BlindRound] | None = None) -> list[dict[str, str]]:
+    """Every set there is: the split file and every blind round present."""
+    excerpts = load_excerpts()
+    for blind in blind_rounds() if rounds is None else rounds:
+        excerpts += load_excerpts(blind.path, split=blind.split)
     return excerpts
 
 
@@ -95,7 +132,7 @@ def score(excerpts: list[dict[str, str]]) -> Report:
     """Names each excerpt's cause; a hit also needs evidence lines taken from the excerpt."""
     from nbhelpers.diagnose import diagnose_text
 
-    report = Report()
+    report = Report(legends=set_legends())
     for excerpt in excerpts:
         got = diagnose_text(excerpt["text"])
         cell = report.per_kind[(excerpt["kind"], excerpt["split"])]
@@ -108,27 +145,30 @@ def score(excerpts: list[dict[str, str]]) -> Report:
     return report
 
 
-def blind2_shortfalls(report: Report) -> list[str]:
-    """What keeps blind round 2 under its bar: >= 90% overall, >= 80% for each kind with at
-    least 3 excerpts (a kind with fewer is printed, not judged: one miss would be 50%)."""
-    overall = report.overall("blind2")
-    short = [f"overall {overall}"] if overall.rate < BLIND2_OVERALL else []
-    short += [f"{kind} {cell}" for (kind, split), cell in sorted(report.per_kind.items())
-              if split == "blind2" and cell.total >= BLIND2_MIN_EXCERPTS
-              and cell.rate < BLIND2_PER_KIND]
+def shortfalls(report: Report, split: str) -> list[str]:
+    """What keeps a blind round under its bar: >= 90% overall, >= 80% for each kind with at
+    least 3 excerpts."""
+    overall = report.overall(split)
+    short = [f"overall {overall}"] if overall.rate < BLIND_OVERALL else []
+    short += [f"{kind} {cell}" for (kind, sp), cell in sorted(report.per_kind.items())
+              if sp == split and cell.total >= BLIND_MIN_EXCERPTS
+              and cell.rate < BLIND_PER_KIND]
     return short
 
 
 def main(argv: list[str] | None = None) -> int:
+    rounds = blind_rounds()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--misses", choices=[*SPLITS, "blind1"],
-                        help="list the misses of this set")
+    parser.add_argument("--misses", choices=[*SPLITS, *(r.split for r in rounds if r.seen)],
+                        help="list the misses of this set (never-seen rounds have none listed)")
     args = parser.parse_args(argv)
-    report = score(load_all())
+    report = score(load_all(rounds))
     print(report.table())
-    print(f"(blind round 1 before tuning: {BLIND1_BEFORE})")
-    if "blind2" not in report.splits():
-        print(f"blind round 2: {BLIND2.name} does not exist yet")
+    for blind in rounds:
+        short = shortfalls(report, blind.split)
+        print(f"{blind.split}: {'under the bar: ' + ', '.join(short) if short else 'meets'} "
+              f"the bar (>= {BLIND_OVERALL:.0%} overall, >= {BLIND_PER_KIND:.0%} per kind with "
+              f">= {BLIND_MIN_EXCERPTS} excerpts)")
     for miss in report.misses:
         if miss["split"] == args.misses:
             print(f"\nmiss [{miss['kind']} -> {miss['got']}] {miss['source']}\n"

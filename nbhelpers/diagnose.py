@@ -36,6 +36,9 @@ class Rule:
     # A line counts only if the whole text also matches this (e.g. a bare "401 Client Error"
     # is Hugging Face's only when its traceback runs through huggingface_hub).
     context: str = ""
+    # A line does not count when the whole text matches this (a "repository not found" is a
+    # typo unless the hub says the token itself was refused).
+    unless: str = ""
     # Set on a more specific rule that names the same event as another kind: when both match,
     # wherever their lines are, the specific one wins (a pending licence is also a gated repo).
     refines: str = ""
@@ -54,8 +57,12 @@ _HF_TOKEN_FIX = ("Accept the licence on the model's Hugging Face page with the a
 # INVALID_ARGUMENT, BadRequestError) are WEAK: the message beside them names the cause better.
 RULES: tuple[Rule, ...] = (
     Rule(kind="licence_pending", refines="hf_auth", patterns=(
-        r"(awaiting|pending) a review from the repo'?s? authors",
-        r"rejected by the repo'?s? authors",
+        r"(?i)(awaiting|pending)( a)? review (from|by) the repo(sitory)?[\u2019']?s? "
+        r"(authors|owners)",
+        r"(?i)rejected by the repo(sitory)?[\u2019']?s? (authors|owners)",
+        # Hugging Face answers 403 "not in the authorized list" to a token it accepted whose
+        # account has not been granted the gated repo (401 is a missing or refused token).
+        r"not in the authorized list", r"GatedRepoError: 403\b",
         r"request to access (this|the)? ?(repo|model|room)?.{0,80}(pending|awaiting|rejected)",
         r"(?i)(access|licen[cs]e) request.{0,40}\b(pending|awaiting|rejected|declined|"
         r"not (yet )?(been )?approved)",
@@ -66,9 +73,11 @@ RULES: tuple[Rule, ...] = (
         explanation=
         "The token is fine but the account has not been granted the model yet: the licence "
         "request on Hugging Face is still pending (Meta reviews them by hand; it can take "
-        "hours, up to a day) or was rejected.",
+        "hours, up to a day), was rejected, or was never filed for this model (each model "
+        "family has its own licence).",
         fix=
-        "Check the request at https://huggingface.co/settings/gated-repos and wait for the "
+        "Check the request at https://huggingface.co/settings/gated-repos (none listed: file "
+        "one on the model's page) and wait for the "
         "approval e-mail before deploying again; a rejected request must be filed again with "
         "the details Meta asks for. To deploy now, use the Model Garden copy (accept the EULA "
         "on the model card) by setting WEIGHTS_URI to its gs:// path: it needs no HF token."),
@@ -76,7 +85,8 @@ RULES: tuple[Rule, ...] = (
     # repo): a typo, not a licence. Hugging Face hides a gated repo the same way from a caller
     # without a token, and every model this project serves is gated under meta-llama/, so a
     # meta-llama id that is "not found" stays hf_auth.
-    Rule(kind="other", refines="hf_auth", patterns=(
+    Rule(kind="other", refines="hf_auth", unless=r"Invalid credentials in Authorization header",
+         patterns=(
         r"RepositoryNotFoundError: 404",
         r"Repository Not Found for url: https://huggingface\.co/(api/models/)?(?!meta-llama/)",
     ),
@@ -91,7 +101,7 @@ RULES: tuple[Rule, ...] = (
         r"40[13] Client Error.*huggingface\.co", r"huggingface\.co.*40[13] Client Error",
         r"(Forbidden|Unauthorized) for url: https://huggingface\.co",
         r"Status\(40[13].*huggingface\.co", r"Invalid (user )?token",
-        r"is restricted\. You must", r"not in the authorized list",
+        r"is restricted\. You must",
         r"Access to model \S+ is restricted", r"(?i)public gated repositories",
         r"(?i)fine-grained token", r"LocalTokenNotFoundError",
         r"Invalid credentials in Authorization header",
@@ -149,12 +159,16 @@ RULES: tuple[Rule, ...] = (
          "rather than a mounted path."),
     Rule(kind="permission", patterns=(
         r"Permission denied on resource", r"PERMISSION_DENIED", r"PermissionDenied",
-        r"Permission '[\w.]+' denied", r"does not have `?\[?storage\.\w+\.\w+",
+        r"(?i)Permission [`'\"\u2018\u2019]?[\w.]+[`'\"\u2018\u2019]? denied",
+        r"does not have `?\[?storage\.\w+\.\w+",
         r"does not have [\w.]+ (access|permission)", r"AccessDenied(Exception)?\b",
         r"You need the [\w.]+ permission", r"Forbidden: 403 (GET|POST|PUT|PATCH|DELETE)",
-        r"(?i)does not have (the )?(required )?permission", r"(?i)\bPermission denied\b",
+        r"(?i)(do|does|did)(n't| not) have (the )?(required |necessary )?permissions?\b",
+        r"(?i)\bPermission denied\b", r"(?i)\b(is|are|am) not authorized to\b",
+        r"AuthorizationFailed", r"(?i)does not have authorization to perform",
+        r"is forbidden: User \S+ cannot \w+ resource", r"googleapi: Error 403\b",
         r"IAM permission\(s\)",
-        r"Required '[\w.]+' permission", r"iam\.serviceAccounts\.actAs",
+        r"Required '[\w.]+' permission", r"(?i)iam\.serviceAccounts\.actAs",
         r"(?i)missing (the )?(required )?(IAM )?permissions?\b",
         r"(?i)insufficient (IAM )?permissions?\b", r"ACCESS_TOKEN_SCOPE_INSUFFICIENT",
         r"(?i)insufficient authentication scopes",
@@ -172,7 +186,16 @@ RULES: tuple[Rule, ...] = (
     Rule(kind="quota", patterns=(
         r"(?i)quota metrics exceed quota limits",
         r"(?i)\bquotas?\b[^.\n]{0,40}\b(exceed\w*|exhausted|violated|reached|insufficient)",
-        r"(?i)\b(exceed\w*|exhausted|insufficient|out of)\b[^.\n]{0,20}\bquota\b",
+        r"(?i)\b(exceed\w*|exhausted|insufficient|out of|not enough|lack of)\b[^.\n]{0,60}"
+        r"\bquota\b", r"(?i)\bno (more |remaining |available |free )?([\w-]+ )?quota\b",
+        # Other clouds' and older APIs' words for the same refusal: Azure's "QuotaExceeded" and
+        # "a total vCPU quota of 4 and cannot accommodate", AWS's account-level service limits,
+        # AI Platform's "Quota failure" and accelerator maximums.
+        r"(?i)quota_?exceeded", r"insufficient_quota", r"(?i)\bquota of \d+\b",
+        r"(?i)\bquota failure\b", r"ResourceLimitExceeded", r"(?i)\bservice limit\b",
+        r"(?i)\brequest an increase\b", r"LimitExceededException",
+        r"(?i)\b\d+ [\w-]+ (accelerators?|GPUs?|vCPUs?|cores)\b[^.\n]{0,20}\bexceeds the "
+        r"allowed maximum\b",
         r"(?i)(increase in|increase the|more) quota\b|quota increase",
         r"Rate of traffic exceeds (serving )?capacity",
         r"custom_model_serving_\w+", r"CustomModelServing\w+PerProjectPerRegion",
@@ -200,6 +223,13 @@ RULES: tuple[Rule, ...] = (
         r"(?i)(machine type|accelerator|GPU type)\b[^\n]{0,80}\bnot (available|supported|"
         r"offered) (in|for|with|on)\b", r"(?i)only available (on|in) the regional endpoint",
         r"(?i)does not exist in zone",
+        # Compute Engine names an accelerator or machine type a zone lacks as a missing resource.
+        r"(zones|regions)/[\w-]+/(acceleratorTypes|machineTypes)/[\w.-]+'? was not found",
+        r"(?i)not (currently )?(available|supported|offered) in (the |this |that |your )?"
+        r"(current |requested |selected )?(region|location|zone|availability zone)",
+        r"SkuNotAvailable", r"\b(Zonal)?AllocationFailed\b", r"OverconstrainedAllocationRequest",
+        r"(?i)do not have sufficient [\w.-]+ capacity", r"(?i)requested (VM )?size\b[^\n]{0,60}"
+        r"\bnot available\b",
         r"(?i)\b(no|not enough|insufficient) (capacity|resources)\b[^.\n]{0,30}\b(region|"
         r"zone|location)\b",
     ),
@@ -374,6 +404,14 @@ RULES: tuple[Rule, ...] = (
         r"(?i)\b(for|taking|took) too long\b",
         r"(?i)did not (become ready|respond|finish|complete) (with)?in\b",
         r"Gateway ?Time-?out", r"(?i)upstream request timeout", r"\bETIMEDOUT\b",
+        # Servers and launchers that give up waiting: "failed to start within timeout", "in
+        # time", "timeout of 30000ms exceeded", "Timed out waiting for", "WORKER TIMEOUT".
+        r"(?i)\b(start|respond|finish|complete|ready|load|connect)\w*\s+(with)?in\s+(the\s+)?"
+        r"(time(out)?|time limit|allotted time|deadline)\b",
+        r"(?i)\btimeout\b[^\n]{0,20}\b(exceeded|expired|reached|elapsed)\b",
+        r"(?i)\btime(d)?[ -]?out (waiting|while waiting|after)\b",
+        r"(?i)\b(worker|request|startup|start-up|socket|read|connect|load) timeout\b",
+        r"ProgressDeadlineExceeded", r"GetTimeoutError",
     ),
         explanation=
         "The request (or the deployment) ran past its time limit: online predictions on a "
@@ -413,8 +451,12 @@ RULES: tuple[Rule, ...] = (
         r"EngineDeadError", r"Engine loop has died", r"EngineCore encountered a fatal error",
         r"(?i)container called exit\([1-9]\d*\)", r"did not pass the ping health check",
         r"(?i)container terminated with (exit )?code [1-9]",
-        r"(?i)\b(process|proc|worker|engine core|server)\b[^\n]{0,60}\b(died|crashed|"
-        r"terminated unexpectedly|exited unexpectedly)\b",
+        r"(?i)\b(process|proc|worker|engine core|server|container)\b[^\n]{0,60}\b(died|"
+        r"crashed|terminated unexpectedly|exited unexpectedly)\b",
+        # A server exits only when it fails, whatever code it returns.
+        r"(?i)\b(inference|model|api|serving|web|http|vllm)[ -]?server\b[^\n]{0,40}\b(exited|"
+        r"stopped|terminated)\b", r"(?i)exited with (exit )?status [1-9]",
+        r"(?i)\bshard \d+ failed to start", r"Webserver Crashed",
     ),
         explanation=
         "The model server exited (or never answered its health check) and its logs name no "
@@ -448,7 +490,8 @@ OTHER = Rule(
 _GENERIC = re.compile(r"Model server (exited unexpectedly|never became ready)|Traceback|"
                       r"Error|ERROR|failed", re.IGNORECASE)
 _COMPILED = {id(rule): ([re.compile(p) for p in rule.patterns],
-                        re.compile(rule.context) if rule.context else None) for rule in RULES}
+                        re.compile(rule.context) if rule.context else None,
+                        re.compile(rule.unless) if rule.unless else None) for rule in RULES}
 
 
 @dataclass(kw_only=True)
@@ -497,8 +540,10 @@ def _suggest(kind: str, details: dict[str, Any]) -> dict[str, Any]:
 
 
 def _hits(rule: Rule, lines: list[str], text: str) -> list[int]:
-    patterns, context = _COMPILED[id(rule)]
+    patterns, context, unless = _COMPILED[id(rule)]
     if context is not None and not context.search(text):
+        return []
+    if unless is not None and unless.search(text):
         return []
     return [i for i, line in enumerate(lines) if any(p.search(line) for p in patterns)]
 

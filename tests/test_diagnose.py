@@ -41,48 +41,123 @@ def test_the_data_set_is_real_cited_and_split_once_by_thread():
 
 
 def test_accuracy_on_real_excerpts_held_out():
-    """Per kind on every set the rules' author has seen: development, held-out (read in full by
-    the author, so optimistic) and blind round 1 (scored once before tuning at 61%, development
-    since). Development misses are listed to tune on; held-out ones are not. The floors are the
-    figures when blind round 1 became development data: a rule change may not lose them."""
-    report = accuracy.score(EXCERPTS + accuracy.load_excerpts(accuracy.BLIND1, split="blind1"))
+    """Per kind on the split file: development, and held-out (read in full by the rules'
+    author, so optimistic). Development misses are listed to tune on; held-out ones are not.
+    The floors are the figures when blind round 2 became development data: a rule change may
+    not lose them."""
+    report = accuracy.score(EXCERPTS)
     table = report.table()
-    print("\ndiagnose_text accuracy, per kind and set:\n" + table
-          + f"\n(blind round 1 before tuning: {accuracy.BLIND1_BEFORE})")
+    print("\ndiagnose_text accuracy, per kind and set:\n" + table)
     for miss in report.misses:
-        if miss["split"] in ("development", "blind1"):
-            print(f"  {miss['split']} miss: {miss['kind']} -> {miss['got']}  {miss['source']}")
+        if miss["split"] == "development":
+            print(f"  development miss: {miss['kind']} -> {miss['got']}  {miss['source']}")
     held_out = report.overall("held_out")
     assert held_out.rate >= 0.9, table
     weak = {kind: str(report.per_kind[(kind, "held_out")]) for kind in report.kinds()
             if report.per_kind[(kind, "held_out")].rate < 0.8}
     assert not weak, f"held-out kinds under 80%: {weak}\n{table}"
-    assert report.overall("development").right >= 113 and held_out.right >= 53, table
-    assert report.overall("blind1").rate >= 0.9, table
+    assert report.overall("development").right >= 114 and held_out.right >= 53, table
 
 
-def test_accuracy_on_blind_round_2():
-    """The figure to report: excerpts collected by someone who never saw the rules, scored once.
-    Only the per-kind table is printed, never the misses (they would be tuned on)."""
-    if not accuracy.BLIND2.exists():
-        pytest.skip(f"blind round 2 not scored: tests/data/{accuracy.BLIND2.name} does not "
-                    "exist yet (it is still being collected)")
-    report = accuracy.score(accuracy.load_excerpts(accuracy.BLIND2, split="blind2"))
-    print("\ndiagnose_text on blind round 2 (never seen), per kind:\n" + report.table())
-    short = accuracy.blind2_shortfalls(report)
-    assert not short, (f"blind round 2 under 90% overall or 80% for a kind with >= "
-                       f"{accuracy.BLIND2_MIN_EXCERPTS} excerpts: {short}")
+def test_accuracy_on_every_blind_round():
+    """Every blind round present, each >= 90% overall and >= 80% for every kind with >= 3
+    excerpts. A round whose file has a "scored" note was scored once and is development data
+    since (its misses are listed); one without is never seen, and only its table is printed:
+    listing its misses would tune on it."""
+    rounds = accuracy.blind_rounds()
+    assert rounds and rounds[0].number == 1 and rounds[0].seen
+    report = accuracy.score(accuracy.load_all(rounds))
+    print("\ndiagnose_text on the blind rounds, per kind:\n" + report.table())
+    short = {}
+    for blind in rounds:
+        print(f"{blind.split}: {'development' if blind.seen else 'NEVER SEEN'}"
+              + (f" ({blind.scored.split(':')[0]})" if blind.seen else ""))
+        if blind.seen:
+            for miss in report.misses:
+                if miss["split"] == blind.split:
+                    print(f"  {blind.split} miss: {miss['kind']} -> {miss['got']}  "
+                          f"{miss['source']}")
+        if missing := accuracy.shortfalls(report, blind.split):
+            short[blind.split] = missing
+    assert not short, (f"blind rounds under {accuracy.BLIND_OVERALL:.0%} overall or "
+                       f"{accuracy.BLIND_PER_KIND:.0%} for a kind with >= "
+                       f"{accuracy.BLIND_MIN_EXCERPTS} excerpts: {short}")
 
 
-def test_the_blind_round_2_bar_judges_kinds_with_three_or_more_excerpts():
+def test_blind_rounds_are_found_numbered_and_marked_seen_or_not(tmp_path):
+    for name, note in [("error_excerpts_blind.json", "Scored once: 39/64 = 61%."),
+                       ("error_excerpts_blind12.json", ""), ("error_excerpts_blind2.json", "x"),
+                       ("error_excerpts_blind_notes.json", "")]:
+        (tmp_path / name).write_text(json.dumps({"excerpts": [], **({"scored": note}
+                                                                   if note else {})}))
+    rounds = accuracy.blind_rounds(tmp_path)
+    assert [(r.number, r.seen) for r in rounds] == [(1, True), (2, True), (12, False)]
+    assert "39/64 = 61%" in rounds[0].legend() and "never seen" in rounds[2].legend()
+
+
+def test_the_blind_bar_judges_kinds_with_three_or_more_excerpts():
     report = accuracy.Report()
-    report.per_kind[("oom", "blind2")] = accuracy.Score(right=20, total=20)
-    report.per_kind[("quota", "blind2")] = accuracy.Score(right=2, total=3)  # 67%: judged
-    report.per_kind[("wrong_host", "blind2")] = accuracy.Score(right=1, total=2)  # printed only
-    assert accuracy.blind2_shortfalls(report) == ["quota   2/3    66.7%"]  # 23/25 overall
-    report.per_kind[("timeout", "blind2")] = accuracy.Score(right=0, total=3)
-    assert [s.split()[0] for s in accuracy.blind2_shortfalls(report)] == [
+    report.per_kind[("oom", "blind3")] = accuracy.Score(right=20, total=20)
+    report.per_kind[("quota", "blind3")] = accuracy.Score(right=2, total=3)  # 67%: judged
+    report.per_kind[("wrong_host", "blind3")] = accuracy.Score(right=1, total=2)  # printed only
+    assert accuracy.shortfalls(report, "blind3") == ["quota   2/3    66.7%"]  # 23/25 overall
+    report.per_kind[("timeout", "blind3")] = accuracy.Score(right=0, total=3)
+    assert [s.split()[0] for s in accuracy.shortfalls(report, "blind3")] == [
         "overall", "quota", "timeout"]  # 23/28 = 82% overall
+    assert accuracy.shortfalls(report, "blind4") == []  # another round's cells are not its
+
+
+# Each family's wordings from sources none of the data files uses (the issue or file named),
+# so that a rule written for one excerpt of a family, not the family, fails here.
+@pytest.mark.parametrize("text, kind", [
+    # Azure's and AWS's quota refusals (skypilot#464, fabragaMS/ADPE2E#4, dotnet/machinelearning-
+    # modelbuilder#2140, aws/amazon-sagemaker-examples#307), gcloud's (fastai/course-v3#165)
+    ("(QuotaExceeded) Operation could not be completed as it results in exceeding approved "
+     "Standard NCASv3_T4 Family Cores quota. Additional details - Deployment Model: Resource "
+     "Manager, Location: southcentralus, Current Limit: 0", "quota"),
+    ("Operation results in exceeding quota limits of Core. Maximum allowed: 10, Current in use: "
+     "0, Additional requested: 12.", "quota"),
+    ("The specified subscription has a Standard NC family vCPU quota of 0 and cannot accomodate "
+     "for at least 1 requested managed compute nodes which maps to 12 vCPUs.", "quota"),
+    ("ResourceLimitExceeded: An error occurred (ResourceLimitExceeded) when calling the "
+     "CreateEndpoint operation: The account-level service limit 'ml.m4.xlarge for endpoint "
+     "usage' is 0 Instances, with current utilization of 0 Instances", "quota"),
+    ("ERROR: (gcloud.compute.instances.create) Could not fetch resource:\n - Quota "
+     "'GPUS_ALL_REGIONS' exceeded. Limit: 0.0 globally.", "quota"),
+    # Azure's stock-outs and sizes a region lacks (Azure/azure-cli#32628, AutomatedLab#380)
+    ("Message: The requested VM size for resource 'Following SKUs have failed for Capacity "
+     "Restrictions: Standard_D4ads_v5' is currently not available in location 'eastus'. Please "
+     "try another size or deploy to a different location or different zone.",
+     "region_unavailable"),
+    ("Unable to create the VM * because the requested size Standard_D2s_v3 is not available in "
+     "the current hardware cluster.", "region_unavailable"),
+    # IAM wordings (GoogleCloudPlatform/training-data-analyst#1811, BerriAI/litellm#6141)
+    ("PermissionDenied: 403 Permission denied on resource project My First Project.",
+     "permission"),
+    ('"message": "Caller does not have required permission to use project my_project_id. Grant '
+     'the caller the roles/serviceusage.serviceUsageConsumer role"', "permission"),
+    # Hugging Face's rejection and the 403 of an account not (yet) granted the repo (the Hub's
+    # gated-dataset docs; pytorch/torchchat's README)
+    ("Your request to access this repo has been rejected by the repo\u2019s authors.",
+     "licence_pending"),
+    ("Access to model meta-llama/Llama-3.2-3B-Instruct is restricted and you are not in the "
+     "authorized list. Visit https://huggingface.co/meta-llama/Llama-3.2-3B-Instruct to ask for "
+     "access.", "licence_pending"),
+    # Time-outs of other servers and clients: gunicorn, axios, Playwright, vLLM's CI
+    ("[CRITICAL] WORKER TIMEOUT (pid:62)\n[ERROR] Worker (pid:62) exited with code 1",
+     "timeout"),
+    ("AxiosError: timeout of 60000ms exceeded", "timeout"),
+    ("TimeoutError: page.waitForSelector: Timeout 90000ms exceeded", "timeout"),
+    ("Server failed to start in time", "timeout"),
+    # Exits of other serving stacks (Azure ML; TGI after an OOM: the OOM is the root)
+    ("User container has crashed or terminated", "container_exited"),
+    ("ERROR text_generation_launcher: Shard 0 failed to start\nError: ShardCannotStart",
+     "container_exited"),
+    ("torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 224.00 MiB.\n"
+     "ERROR text_generation_launcher: Shard 0 failed to start", "oom"),
+])
+def test_each_family_is_named_in_wordings_no_data_file_has(text, kind):
+    assert diagnose_text(text).kind == kind
 
 
 @pytest.mark.parametrize("text, kind", [
