@@ -166,7 +166,8 @@ RULES: tuple[Rule, ...] = (
         r"(?i)(do|does|did)(n't| not) have (the )?(required |necessary )?permissions?\b",
         r"(?i)\bPermission denied\b", r"(?i)\b(is|are|am) not authorized to\b",
         r"AuthorizationFailed", r"(?i)does not have authorization to perform",
-        r"is forbidden: User \S+ cannot \w+ resource", r"googleapi: Error 403\b",
+        r"is forbidden: User \S+ cannot \w+ resource",
+        r"googleapi: Error 403\b(?![^\n]*(?i:quota|rate ?limit))",  # some quotas answer 403
         r"IAM permission\(s\)",
         r"Required '[\w.]+' permission", r"(?i)iam\.serviceAccounts\.actAs",
         r"(?i)missing (the )?(required )?(IAM )?permissions?\b",
