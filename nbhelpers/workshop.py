@@ -383,6 +383,9 @@ def join(session: Session, workshop_id: str) -> Deployment:
     if not served:
         raise DeploymentError(f"workshop {card['workshop']}'s endpoint serves no model now; "
                               f"ask its organiser ({card.get('organiser')})")
+    if settings.is_expired({settings.LABEL_EXPIRES: str(card.get("expires_utc", ""))}):
+        print(f"Note: workshop {card['workshop']} ended at {card['expires_utc']} UTC; its "
+              "endpoint may be deleted at any moment.")
     spec = catalog.get_model(card["model"])
     chosen = served[0]
     print(f"Joined workshop {card['workshop']}: {spec.name} on the shared endpoint "
