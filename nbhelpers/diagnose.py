@@ -164,7 +164,7 @@ RULES: tuple[Rule, ...] = (
         r"does not have [\w.]+ (access|permission)", r"AccessDenied(Exception)?\b",
         r"You need the [\w.]+ permission", r"Forbidden: 403 (GET|POST|PUT|PATCH|DELETE)",
         r"(?i)(do|does|did)(n't| not) have (the )?(required |necessary )?permissions?\b",
-        r"(?i)\bPermission denied\b", r"(?i)\b(is|are|am) not authorized to\b",
+        r"(?i)\b(Permission|Access) denied\b", r"(?i)\b(is|are|am) not authorized to\b",
         r"AuthorizationFailed", r"(?i)does not have authorization to perform",
         r"is forbidden: User \S+ cannot \w+ resource",
         r"googleapi: Error 403\b(?![^\n]*(?i:quota|rate ?limit))",  # some quotas answer 403
@@ -202,6 +202,7 @@ RULES: tuple[Rule, ...] = (
         r"custom_model_serving_\w+", r"CustomModelServing\w+PerProjectPerRegion",
         r"(?i)\brate[ _-]?limit(ed|s)?\b[^.\n]{0,20}\b(exceeded|reached|hit)\b",
         r"RateLimitError", r"(?i)Too Many Requests", r"\((TPM|RPM)\)",
+        r"(?i)\bexceeded (the )?(token |call |request )?rate limit", r"rate_limit_exceeded",
         r"(status|code|HTTP|Error)\W{0,4}429\b",
     ),
         explanation=

@@ -124,6 +124,19 @@ def test_the_blind_bar_judges_kinds_with_three_or_more_excerpts():
      "usage' is 0 Instances, with current utilization of 0 Instances", "quota"),
     ("ERROR: (gcloud.compute.instances.create) Could not fetch resource:\n - Quota "
      "'GPUS_ALL_REGIONS' exceeded. Limit: 0.0 globally.", "quota"),
+    # Rate limits of other APIs (microsoft/sample-app-aoai-chatGPT#406, langchain#12986)
+    ("Requests to the Creates a completion for the chat message Operation under Azure OpenAI API "
+     "version 2023-03-15-preview have exceeded token rate limit of your current OpenAI S0 "
+     "pricing tier. Please retry after 9 seconds.", "quota"),
+    ("Requests to the Embeddings_Create Operation under Azure OpenAI API version "
+     "2023-07-01-preview have exceeded call rate limit of your current OpenAI S0 pricing tier",
+     "quota"),
+    # AWS's IAM refusal (a public SageMaker troubleshooting file)
+    ("An error occurred (AccessDeniedException) when calling the InvokeEndpoint operation: User: "
+     "arn:aws:sts::064258437334:assumed-role/project-4-lambda-role-o0ai9u1z/project-4-lambda is "
+     "not authorized to perform: sagemaker:InvokeEndpoint", "permission"),
+    # google-api-core's RetryError once its deadline has passed (a public test file quotes it)
+    ("Timeout of 900.0s exceeded", "timeout"),
     # Azure's stock-outs and sizes a region lacks (Azure/azure-cli#32628, AutomatedLab#380)
     ("Message: The requested VM size for resource 'Following SKUs have failed for Capacity "
      "Restrictions: Standard_D4ads_v5' is currently not available in location 'eastus'. Please "
