@@ -89,9 +89,12 @@ def schema_example(schema: Any) -> Any:
         return [schema_example(schema.get("items", {}))
                 for _ in range(int(schema.get("minItems", 0)))]
     if kind in ("integer", "number"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
-        value = low + (1 if "exclusiveMinimum" in schema and "minimum" not in schema else 0)
-        return int(value) if kind == "integer" else float(value)
+        value: float = 0
+        if schema.get("minimum") is not None:
+            value = float(schema["minimum"])
+        elif schema.get("exclusiveMinimum") is not None:
+            value = float(schema["exclusiveMinimum"]) + 1
+        return int(value) if kind == "integer" else value
     if kind == "boolean":
         return False
     if kind == "null":
