@@ -37,11 +37,12 @@ def say_not_streamed(deployment: Any) -> None:
     """Says once per endpoint and process (not per request) that its replies come whole."""
     from nbhelpers.deployments import endpoint_of
 
-    name = getattr(deployment, "endpoint_name", None) or endpoint_of(deployment).resource_name
+    endpoint = endpoint_of(deployment)
+    name = endpoint.resource_name
     with _said_lock:
-        if name in _said_no_streaming:
+        if base_url(endpoint) in _said_no_streaming:  # the host too: names repeat elsewhere
             return
-        _said_no_streaming.add(name)
+        _said_no_streaming.add(base_url(endpoint))
     note = (f"Note: endpoint {name.split('/')[-1]} is a shared endpoint, which does not stream; "
             "replies come whole (no time to first token is measured). Deploy with "
             "dedicated_endpoint=True to stream.")

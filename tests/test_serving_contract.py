@@ -18,22 +18,58 @@ from nbhelpers.errors import ConfigError
 from tests.conftest import FAKE_TOKEN
 
 SHARED_MODEL, DEDICATED_MODEL = "Llama-3.2-1B-Instruct", "Llama-3.1-8B-Instruct"
+_ENV_KEPT = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "STORAGE_EMULATOR_HOST")
 
 
-def _deploy(session, env, model: str, *, dedicated: bool):
-    env.setenv("HF_TOKEN", FAKE_TOKEN)
-    plan = nbhelpers.plan_deployment(model, dedicated_endpoint=dedicated, ask_for_token=False)
-    return nbhelpers.deploy(session, plan)
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One emulator, one session and one deployment of each endpoint type for the module (as
+    conftest's `env` and `session`, but made once: every test here only serves)."""
+    from nbhelpers import emulator as emulator_module
+
+    root = tmp_path_factory.mktemp("serving")
+    running = emulator_module.start(state_file=root / "emulator.json", deploy_seconds=0.2)
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("HF_TOKEN", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_REGION",
+                     "NBHELPERS_RUN_ID", "NBHELPERS_OWNER", "NBHELPERS_BASE_CA_BUNDLE"):
+            env.delenv(name, raising=False)
+        for name in _ENV_KEPT:  # connect() sets these; restored after the module
+            if name in os.environ:
+                env.setenv(name, os.environ[name])
+            else:
+                env.delenv(name, raising=False)
+        env.setenv("NBHELPERS_BACKEND", "emulator")
+        env.setenv("NBHELPERS_EMULATOR_URL", running.url)
+        env.setenv("NBHELPERS_STATE_DIR", str(root / "state"))
+        env.setenv("NBHELPERS_EMULATOR_IDENTITY", "alice@example.com")
+        env.setenv("HF_TOKEN", FAKE_TOKEN)
+        session = nbhelpers.connect(project="test-project", run_id="serving", quiet=True)
+        deployed = {
+            kind: nbhelpers.deploy(session, nbhelpers.plan_deployment(
+                model, dedicated_endpoint=kind == "dedicated", ask_for_token=False))
+            for kind, model in (("shared", SHARED_MODEL), ("dedicated", DEDICATED_MODEL))}
+        yield running, session, deployed
+    running.stop()
 
 
 @pytest.fixture
-def shared(session, env):
-    return _deploy(session, env, SHARED_MODEL, dedicated=False)
+def emulator(served):
+    return served[0]
 
 
 @pytest.fixture
-def dedicated(session, env):
-    return _deploy(session, env, DEDICATED_MODEL, dedicated=True)
+def session(served):
+    return served[1]
+
+
+@pytest.fixture
+def shared(served):
+    return served[2]["shared"]
+
+
+@pytest.fixture
+def dedicated(served):
+    return served[2]["dedicated"]
 
 
 def _post(url: str, body: dict, session) -> requests.Response:
