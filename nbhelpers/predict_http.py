@@ -20,6 +20,7 @@ import json
 import math
 import threading
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -174,7 +175,7 @@ class ChatSession(_PooledSession):
             first: float | None = None
             pieces: list[str] = []
             pending = b""
-            while data := response.read1(65536):  # what has arrived, not a full buffer
+            for data in _arrivals(response):
                 pending += data
                 *events, pending = pending.split(b"\n\n")
                 for text in _sse_texts(events):
@@ -193,6 +194,16 @@ class ChatSession(_PooledSession):
                                  is_stream_consumed=True, request=None)
         error: Exception = self._openai._make_status_error_from_response(answer)
         return error
+
+
+def _arrivals(response: Any) -> Iterator[bytes]:
+    """The body as it arrives, not in full buffers (urllib3 >= 2.3 has read1; older ones stream
+    an HTTP/1.1 chunk at a time, or the whole body when it is not chunked)."""
+    if hasattr(response, "read1"):
+        while data := response.read1(65536):
+            yield data
+    else:
+        yield from response.stream(None)
 
 
 def _sse_texts(events: list[bytes]) -> list[str]:
