@@ -192,7 +192,13 @@ class ChatSession(_PooledSession):
         answer = SimpleNamespace(status_code=response.status, headers=response.headers,
                                  text=response.data.decode(errors="replace"), is_closed=True,
                                  is_stream_consumed=True, request=None)
-        error: Exception = self._openai._make_status_error_from_response(answer)
+        build = getattr(self._openai, "_make_status_error_from_response", None)
+        if build is None:  # an openai release without it: its base class, with the status
+            import openai
+
+            return openai.APIStatusError(f"Error code: {answer.status_code} - {answer.text}",
+                                         response=answer, body=None)  # type: ignore[arg-type]
+        error: Exception = build(answer)
         return error
 
 
