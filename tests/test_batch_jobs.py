@@ -13,7 +13,7 @@ import nbhelpers
 from nbhelpers.batch_jobs import wait_for_batch
 from nbhelpers.deployments import Deployment
 from nbhelpers.emulator.batch_prediction import JOBS, RESULTS_FILE
-from nbhelpers.errors import ConfigError
+from nbhelpers.errors import ConfigError, DeploymentError
 from nbhelpers.validate import label_value
 from tests.conftest import ALICE, FAKE_TOKEN
 
@@ -102,6 +102,22 @@ def test_cleanup_cancels_a_running_job_then_deletes_it(session, env, emulator):
     assert aiplatform.BatchPredictionJob.list() == []
     assert emulator.vertex.state.data[JOBS] == {}
     assert len(nbhelpers.find_resources(session, include_files=True)) == 0
+
+
+def test_a_failed_job_says_why_and_stays_labelled_for_cleanup(session, env, emulator):
+    deployment = _deployed(session, env)
+    emulator.vertex.deploy_seconds = 1.0  # time to take the input away before the job reads it
+    batch = nbhelpers.run_batch_prediction(session, deployment, prompts=["Hello"], wait=False)
+    session.storage_client().bucket(session.settings.bucket_name).blob(
+        batch.input_uri.split("/", 3)[3]).delete()
+    with pytest.raises(DeploymentError, match=r"ended JOB_STATE_FAILED: Input file gs://.*"
+                                              r"input.jsonl does not exist") as failed:
+        batch.wait(session)
+    assert "the cleanup notebook deletes them" in str(failed.value)
+    found = nbhelpers.find_resources(session)
+    assert [j.resource_name for j in found.batch_jobs] == [batch.job_name]
+    nbhelpers.cleanup(session, dry_run=False)
+    assert aiplatform.BatchPredictionJob.list() == []
 
 
 # A Deployment by hand: every refusal below comes before any call that would need it to exist.
