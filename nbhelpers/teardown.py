@@ -1,6 +1,6 @@
-"""Find and delete what the suite created, by its labels, and nothing else: endpoints and models
-labelled with this run (or owner), and the files under this run's folder of the staging bucket,
-which the whole project shares and no run deletes."""
+"""Find and delete what the suite created, by its labels, and nothing else: endpoints, models and
+batch prediction jobs labelled with this run (or owner), and the files under this run's folder of
+the staging bucket, which the whole project shares and no run deletes."""
 
 from __future__ import annotations
 
@@ -117,7 +117,8 @@ def _list_then_delete(inventory: Inventory, what: str, *, dry_run: bool,
 
 def cleanup(session: Session, *, dry_run: bool = True, whole_owner: bool = False,
             delete_files: bool = True, wait_s: float = DEPLOYMENT_TIMEOUT_S) -> Inventory:
-    """Undeploys and deletes this run's endpoints, then its models, then (unless
+    """Cancels this run's batch prediction jobs still running and deletes them once ended,
+    undeploys and deletes its endpoints, then its models, then (unless
     `delete_files=False`) its files in the staging bucket; the bucket itself stays, as others'
     files may be in it. With dry_run, only lists what would go. A deployment still in
     progress cannot be deleted: cleanup waits for it to end (up to `wait_s`, the container's
