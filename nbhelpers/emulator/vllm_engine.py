@@ -197,6 +197,23 @@ def translate(args: list[str], *, model_dir: Path, served_name: str, port: int,
 
 
 # --- the vLLM server process --------------------------------------------------------------------
+# Runs the server module as `python -m` would, with a thread that stops it (SIGTERM: vLLM then
+# stops its engine processes too) once the emulator that started it is gone, however it went:
+# a kernel or runner killed outright leaves no vLLM behind. It has a session of its own, so a
+# terminal's Ctrl-C reaches the emulator, which stops it in order.
+_WATCHDOG = """\
+import os, runpy, signal, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+threading.Thread(target=watch, daemon=True).start()
+module = sys.argv.pop(1)
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -244,7 +261,12 @@ class VllmServer:
             return None
         installed = installed_release(python)
         family = family_of(served_name)
-        model_dir = tiny_llama.build(family, instruct=instruct)
+        try:
+            model_dir = tiny_llama.build(family, instruct=instruct)
+        except (ImportError, OSError) as err:  # no `tokenizers` (the engine extra), no disk
+            say("ERROR", f"the tiny model could not be built: {err} (pip install "
+                "'nbhelpers[engine]' brings tokenizers)")
+            return None
         port = _free_port()
         translation = translate(container_args, model_dir=model_dir, served_name=served_name,
                                 port=port, image_release=image_release, installed=installed,
@@ -254,7 +276,7 @@ class VllmServer:
             f"{'Instruct' if instruct else 'base'} model; the image's vLLM is {image_release}")
         for note in translation.notes:
             say("INFO", note)
-        command = [str(python), "-m", vllm_args.OPENAI_SERVER, *translation.command]
+        command = [str(python), "-c", _WATCHDOG, vllm_args.OPENAI_SERVER, *translation.command]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, text=True, errors="replace",
                                    env=_engine_environment(), start_new_session=True)
