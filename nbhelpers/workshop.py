@@ -3,8 +3,9 @@ deployment (and one GPU of quota) per attendee.
 
 The organiser plans the serving for N attendees (`plan_workshop`), checks the quota for it and
 deploys it with a workshop label and an expiry (`up`), writes the workshop card to the bucket
-(endpoint, model, region, expiry; no secrets), grants attendees the role that lets them call the
-endpoint (`grant`), and tears it all down (`down`). A workshop is a run whose id is the workshop
+(endpoint, model, region, expiry; no secrets), grants attendees a role that lets them call the
+endpoint and nothing else (`grant`: the project's custom role `nbhWorkshopAttendee`, made when
+missing), and tears it all down (`down`). A workshop is a run whose id is the workshop
 id, so everything it creates carries the run's labels too and the cleanup notebook finds it.
 An attendee only reads the card and connects (`join`): nothing is deployed, and no deploy
 permission or quota is needed.
@@ -35,10 +36,24 @@ from nbhelpers.teardown import Inventory, cleanup
 WORKSHOP_FILES = "nbhelpers-workshops"  # the bucket's folder of workshop cards
 CARD_FILE = "card.json"
 LABEL_WORKSHOP = "nbh-workshop"  # on the workshop's endpoint, beside the run's labels
-# What attendees are granted on the endpoint: calling it (get, predict). On Google this role,
-# granted on the endpoint alone, also lets them undeploy or delete that endpoint; pass a custom
-# role holding only aiplatform.endpoints.get and .predict to `grant(role=...)` to rule that out.
-ATTENDEE_ROLE = "roles/aiplatform.user"
+# What attendees are granted on the endpoint: a project custom role that calls it and nothing
+# else. Vertex AI's predefined roles/aiplatform.user would also let an attendee undeploy or
+# delete the room's endpoint ("Vertex AI access control with IAM", read 2026-11-26: predefined
+# roles carry more than needed; a custom role with aiplatform.endpoints.predict calls an endpoint
+# without controlling it). Per the Vertex AI REST reference, endpoints.get needs
+# aiplatform.endpoints.get (join reads the endpoint), and predict, rawPredict, streamRawPredict
+# and chat.completions all need aiplatform.endpoints.predict.
+ATTENDEE_ROLE_ID = "nbhWorkshopAttendee"  # IAM role ids: 3-64 of A-Z a-z 0-9 _ .
+ATTENDEE_PERMISSIONS = ("aiplatform.endpoints.get", "aiplatform.endpoints.predict")
+ATTENDEE_ROLE_TITLE = "nbhelpers workshop attendee"  # at most 100 bytes
+ATTENDEE_ROLE_DESCRIPTION = (
+    "Calls a workshop's shared Vertex AI endpoint (get; predict, rawPredict, streamRawPredict, "
+    "chat completions) and nothing else: no deploy, undeploy or delete. Made by nbhelpers "
+    "workshop up/grant; granted on workshop endpoints only.")
+# grant()'s default role: this id means the project's custom role above, made when missing; a
+# role name (roles/..., projects/P/roles/R) is granted as it is (an organisation's own role).
+ATTENDEE_ROLE = ATTENDEE_ROLE_ID
+IAM_API = "https://iam.googleapis.com"  # IAM v1 projects.roles; the session may point elsewhere
 CARD_READER_ROLE = "roles/storage.objectViewer"  # on the card's folder only (an IAM condition)
 DEFAULT_HOURS = 8.0
 MAX_HOURS = 72.0
@@ -156,6 +171,10 @@ def up(session: Session, plan: WorkshopPlan) -> dict[str, Any]:
     if not isinstance(plan, WorkshopPlan):
         raise ConfigError(f"plan must be what plan_workshop() returns, got {shown(plan)}")
     print(f"Serving quota for the workshop at its most replicas: {check_quota(session, plan)}.")
+    try:  # before anything bills: the role grant() gives attendees by default
+        attendee_role(session)
+    except ConfigError as err:
+        print(f"Note: {err}. `grant` then needs role= (--role) of your organisation's.")
     endpoint = _workshop_endpoint(session, plan)
     deployment = deploy(session, plan.deployment)
     if deployment.endpoint_name != endpoint.resource_name:
@@ -258,16 +277,99 @@ def _read_modify_write(read: Any, write: Any, change: Any, what: str) -> list[st
     raise AssertionError("unreachable: the loop returns or raises")
 
 
+def _iam_call(http: Any, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+    """One IAM REST call; an error reply becomes google.api_core's exception for its status,
+    with Google's message."""
+    from google.api_core import exceptions
+
+    response = http.request(method, url, timeout=60, **kwargs)
+    if response.status_code >= 400:
+        try:
+            message = str(response.json()["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            message = response.reason
+        raise exceptions.from_http_status(response.status_code, message, response=response)
+    return dict(response.json())
+
+
+def attendee_role(session: Session) -> str:
+    """The project's custom role `nbhWorkshopAttendee`, made to hold exactly
+    ATTENDEE_PERMISSIONS, and its name `projects/P/roles/nbhWorkshopAttendee`. Idempotent: read
+    first; created when missing, undeleted when deleted (within IAM's 7 days), patched back when
+    someone changed it; each read-modify-write carries the role's etag and starts again when
+    another write lands in between (IAM v1 projects.roles create/get/patch/undelete)."""
+    from google.api_core import exceptions
+    from google.auth.transport.requests import AuthorizedSession
+
+    project = session.settings.project
+    name = f"projects/{project}/roles/{ATTENDEE_ROLE_ID}"
+    wanted: dict[str, Any] = {"title": ATTENDEE_ROLE_TITLE,
+                              "description": ATTENDEE_ROLE_DESCRIPTION,
+                              "includedPermissions": sorted(ATTENDEE_PERMISSIONS), "stage": "GA"}
+    root = (session.client_options() or {}).get("api_endpoint", IAM_API).rstrip("/") + "/v1/"
+    http = AuthorizedSession(session.credentials)
+    try:
+        for _ in range(IAM_ATTEMPTS):
+            try:
+                role = _iam_call(http, "GET", root + name)
+            except exceptions.NotFound:
+                try:
+                    _iam_call(http, "POST", f"{root}projects/{project}/roles",
+                              json={"roleId": ATTENDEE_ROLE_ID, "role": wanted})
+                except exceptions.Conflict:  # another organiser's create landed first
+                    continue
+                print(f"Created the custom role {name} ({', '.join(ATTENDEE_PERMISSIONS)}).")
+                return name
+            done = []
+            if role.get("deleted"):
+                role = _iam_call(http, "POST", f"{root}{name}:undelete",
+                                 json={"etag": role.get("etag", "")})
+                done.append("undeleted it")
+            stale = [field for field, value in wanted.items() if (
+                sorted(role.get(field) or []) if field == "includedPermissions"
+                else role.get(field)) != value]
+            if stale:
+                try:
+                    _iam_call(http, "PATCH", root + name, params={"updateMask": ",".join(stale)},
+                              json={**wanted, "etag": role.get("etag", "")})
+                except exceptions.Conflict:  # changed since the read: read it again
+                    continue
+                done.append(f"set its {', '.join(stale)} back")
+            if done:
+                print(f"Custom role {name}: {' and '.join(done)}.")
+            return name
+    except exceptions.Forbidden as err:
+        raise ConfigError(
+            f"{session.settings.identity} may not manage the custom role {name} ({err.message}); "
+            "ask for roles/iam.roleAdmin on the project, or grant a role of your organisation's "
+            f"that holds only {' and '.join(ATTENDEE_PERMISSIONS)}") from None
+    except exceptions.BadRequest as err:  # e.g. an id deleted more than 7 days ago
+        raise ConfigError(
+            f"the custom role {name} cannot be made now: {err.message} (IAM keeps a deleted "
+            "role's id for up to 37 days); grant a role of your organisation's that holds only "
+            f"{' and '.join(ATTENDEE_PERMISSIONS)}") from None
+    raise ConfigError(f"the custom role {name} changed under each of {IAM_ATTEMPTS} attempts; "
+                      "run again")
+
+
 def grant(session: Session, attendees: Sequence[str], *, role: str = ATTENDEE_ROLE) -> list[str]:
     """Lets `attendees` (e-mails, `group:` members) call the workshop's endpoint: `role` on
-    the endpoint alone, and read access to the workshop's card (its folder of the bucket
-    only, by an IAM condition). Nothing on the project; returns the members granted now."""
+    the endpoint alone (by default the project's custom role that only calls it, made when
+    missing), and read access to the workshop's card (its folder of the bucket only, by an IAM
+    condition). Nothing on the project; returns the members granted now."""
     members = attendee_members(attendees)
     checks.text("role", role)
-    if not role.startswith(("roles/", "projects/", "organizations/")):
-        raise ConfigError(f"role {role!r} is not an IAM role name (roles/..., or a custom "
-                          "role's projects/P/roles/R)")
+    if role != ATTENDEE_ROLE and not role.startswith(("roles/", "projects/", "organizations/")):
+        raise ConfigError(f"role {role!r} is not an IAM role name: {ATTENDEE_ROLE!r} (the "
+                          "default: the project's custom role that only calls the endpoint), "
+                          "roles/..., or a custom role's projects/P/roles/R")
     card = read_card(session, _workshop_id(session))
+    if role == ATTENDEE_ROLE:
+        role = attendee_role(session)
+    elif role.startswith("roles/"):
+        print(f"Note: {role} is a predefined role; it may allow more than calling the endpoint "
+              "(roles/aiplatform.user also undeploys and deletes it). The default role holds "
+              f"only {' and '.join(ATTENDEE_PERMISSIONS)}.")
     client = _endpoint_iam_client(session)
     resource = card["endpoint"]
 
@@ -336,10 +438,42 @@ def _revoke_card_reading(session: Session) -> None:
                        bucket.set_iam_policy, remove, f"bucket {session.settings.bucket_name}")
 
 
+def _revoke_endpoint_grants(session: Session, endpoint: str) -> int:
+    """Empties the workshop endpoint's own IAM policy (every binding on it is a grant to the
+    room); returns how many members lost access. An endpoint already gone has none."""
+    from google.api_core import exceptions
+
+    client = _endpoint_iam_client(session)
+    removed: list[str] = []
+
+    def clear(policy: Any) -> list[str]:
+        members = [m for b in policy.bindings for m in b.members]
+        del policy.bindings[:]
+        policy.version = IAM_POLICY_VERSION
+        return members
+
+    try:
+        removed = _read_modify_write(
+            lambda: client.get_iam_policy(request={
+                "resource": endpoint,
+                "options": {"requested_policy_version": IAM_POLICY_VERSION}}),
+            lambda policy: client.set_iam_policy(request={"resource": endpoint,
+                                                          "policy": policy}),
+            clear, f"endpoint {endpoint}")
+    except exceptions.NotFound:
+        return 0
+    return len(removed)
+
+
 def down(session: Session) -> Inventory:
-    """Tears the workshop down: its endpoint (with the grants on it) and model, the run's
-    files, the card, and the attendees' reading of it. Only the organiser named on the card
-    may; without a card (a half-made workshop) the run's labels still find everything."""
+    """Tears the workshop down: first the attendees' grants on its endpoint (so a teardown that
+    stops half-way leaves nobody calling), then the endpoint and model, the run's files, the
+    card, and the attendees' reading of it. Only the organiser named on the card may; without
+    a card (a half-made workshop) the run's labels still find everything.
+
+    The project's custom role nbhWorkshopAttendee stays: it grants nothing unless bound, other
+    workshops of the project may be using it (a deleted role's bindings stop working at once),
+    and a deleted role's id is blocked for up to 37 days."""
     from google.api_core import exceptions
 
     wid = _workshop_id(session)
@@ -351,14 +485,17 @@ def down(session: Session) -> Inventory:
         raise ConfigError(
             f"workshop {wid} is {card.get('organiser')}'s: only its organiser tears it down "
             f"(you are {session.settings.identity}); attendees just stop using it")
+    revoked = _revoke_endpoint_grants(session, card["endpoint"]) if card else 0
     removed = cleanup(session, dry_run=False)
     try:
         _card_blob(session, wid).delete()
     except exceptions.NotFound:
         pass
     _revoke_card_reading(session)
-    print(f"Workshop {wid} is down: {len(removed)} resource(s) deleted, card and card "
-          "access removed.")
+    print(f"Workshop {wid} is down: {revoked} attendee grant(s) removed from its endpoint, "
+          f"{len(removed)} resource(s) deleted, card and card access removed. The project's "
+          f"custom role {ATTENDEE_ROLE_ID} is kept for the next workshop (it grants nothing "
+          "unless bound; deleting it would cut off any other workshop using it).")
     return removed
 
 

@@ -1,15 +1,18 @@
 """Workshops (#13 item 4), with several identities against the emulator: an organiser deploys
-one shared dedicated endpoint and grants three attendees; none of them deploys, each chats
-through it; nobody ungranted gets in; an attendee cannot tear the workshop down; the
-organiser's teardown leaves nothing."""
+one shared dedicated endpoint and grants three attendees the project's custom role that only
+calls it; none of them deploys, each chats through it (and streams: the endpoint is dedicated);
+none can deploy, undeploy or delete anything of it; nobody ungranted gets in; an attendee cannot
+tear the workshop down; the organiser's teardown leaves nothing but the role."""
 
 from __future__ import annotations
 
 import json
 import urllib.request
 
+import openai
 import pytest
 from google.api_core import exceptions
+from google.auth.transport.requests import AuthorizedSession
 from google.cloud import aiplatform
 
 import nbhelpers
@@ -37,6 +40,11 @@ def _as(env, tmp_path, email: str, run_id: str):
     env.setenv("NBHELPERS_EMULATOR_IDENTITY", email)
     env.setenv("NBHELPERS_STATE_DIR", str(tmp_path / email))
     return nbhelpers.connect(project="test-project", run_id=run_id, quiet=True)
+
+
+def _denied(permission: str) -> str:
+    """Google's PERMISSION_DENIED wording, as the emulator's 403 carries it."""
+    return f"Permission '{permission}' denied on resource"
 
 
 def _counts(emulator) -> tuple[int, int]:
@@ -91,6 +99,11 @@ def test_a_workshop_of_three_attendees_shares_one_endpoint(env, emulator, tmp_pa
     assert workshop.grant(organiser, ATTENDEES[:2] + [ROOM]) == sorted(
         ["user:ana@example.org", "user:ben@example.org", ROOM])
     assert workshop.grant(organiser, ATTENDEES[:1]) == []  # granted once, whatever the re-runs
+    role = f"projects/test-project/roles/{workshop.ATTENDEE_ROLE_ID}"
+    on_endpoint = emulator.vertex.state.data["endpoint_iam"][card["endpoint"]]["bindings"]
+    assert [b["role"] for b in on_endpoint] == [role]  # the custom role, not aiplatform.user
+    assert emulator.vertex.state.data["custom_roles"][role]["includedPermissions"] == [
+        "aiplatform.endpoints.get", "aiplatform.endpoints.predict"]
     bucket_policy = organiser.storage_client().bucket(organiser.settings.bucket_name) \
         .get_iam_policy(requested_policy_version=3)
     card_readers = [b for b in bucket_policy.bindings if b.get("condition")]
@@ -107,9 +120,32 @@ def test_a_workshop_of_three_attendees_shares_one_endpoint(env, emulator, tmp_pa
         with pytest.raises(exceptions.Forbidden):  # no deploy of their own
             nbhelpers.deploy(attendee, nbhelpers.plan_deployment(
                 "Llama-3.2-1B-Instruct", ask_for_token=False))
-        with pytest.raises(exceptions.Forbidden):  # nor deleting the workshop's model
-            aiplatform.Model(deployment.model_resource).delete()
         assert _counts(emulator) == (1, 1)
+    # The last attendee also predicts and streams, then tries each way of harming the room.
+    assert nbhelpers.predict(deployment, "Hi", max_tokens=8)[0].text.strip()
+    assert nbhelpers.chat(deployment, "Count to three", max_tokens=8, stream=True).strip()
+    assert "data: " not in capsys.readouterr().out  # streamed text, not raw events
+    shared = aiplatform.Endpoint(card["endpoint"])  # get: granted
+    with pytest.raises(exceptions.Forbidden, match=_denied("aiplatform.endpoints.undeploy")):
+        shared.undeploy(deployment.deployed_model_id)
+    with pytest.raises(exceptions.Forbidden, match=_denied("aiplatform.endpoints.delete")):
+        shared.delete()
+    endpoints = aiplatform.gapic.EndpointServiceClient(
+        credentials=attendee.credentials, transport="rest",
+        client_options=attendee.client_options())
+    with pytest.raises(exceptions.Forbidden, match=_denied("aiplatform.endpoints.deploy")):
+        endpoints.deploy_model(endpoint=card["endpoint"], deployed_model={
+            "model": deployment.model_resource, "dedicated_resources": {
+                "machine_spec": {"machine_type": deployment.machine_type},
+                "min_replica_count": 1}}).result(timeout=30)
+    models = aiplatform.gapic.ModelServiceClient(
+        credentials=attendee.credentials, transport="rest",
+        client_options=attendee.client_options())
+    with pytest.raises(exceptions.Forbidden, match=_denied("aiplatform.models.delete")):
+        models.delete_model(name=deployment.model_resource).result(timeout=30)
+    served = emulator.vertex.state.data["endpoints"][card["endpoint"]]["deployedModels"]
+    assert _counts(emulator) == (1, 1) and [d["id"] for d in served] == [
+        deployment.deployed_model_id]
     # An attendee who connects as the workshop's run still cannot tear it down.
     as_workshop = _as(env, tmp_path, ATTENDEES[0], WORKSHOP)
     with pytest.raises(ConfigError, match="only its organiser tears it down"):
@@ -121,6 +157,16 @@ def test_a_workshop_of_three_attendees_shares_one_endpoint(env, emulator, tmp_pa
         workshop.join(outsider, WORKSHOP)
     with pytest.raises(ConfigError, match="no workshop 'no-such-day'"):
         workshop.join(outsider, "no-such-day")
+    # Eve may see the project's endpoints (a project viewer) but was never granted calling.
+    emulator.vertex.setup_apis.write_as_someone_else("test-project", {
+        "role": "roles/aiplatform.viewer", "members": ["user:eve@example.org"]})
+    seen = workshop.join(outsider, WORKSHOP)
+    with pytest.raises(ValueError, match="Status code:403.*" + _denied(
+            "aiplatform.endpoints.predict")):  # the SDK's dedicated-endpoint predict (C90)
+        nbhelpers.predict(seen, "Hi", max_tokens=8)
+    with pytest.raises(openai.PermissionDeniedError, match=_denied(
+            "aiplatform.endpoints.predict")):
+        nbhelpers.chat(seen, "Hi", max_tokens=8)
 
     organiser = _as(env, tmp_path, ORGANISER, WORKSHOP)
     removed = workshop.down(organiser)
@@ -132,7 +178,76 @@ def test_a_workshop_of_three_attendees_shares_one_endpoint(env, emulator, tmp_pa
     assert not [b for b in policy.bindings if b.get("condition")]
     with pytest.raises(ConfigError, match="no workshop 'llama-day'"):
         workshop.read_card(organiser, WORKSHOP)
-    assert FAKE_TOKEN not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 attendee grant(s) removed" in out and "custom role nbhWorkshopAttendee is kept" in out
+    assert not emulator.vertex.state.data["custom_roles"][role].get("deleted")
+    assert FAKE_TOKEN not in out
+
+
+def _role_api(session, method: str, path: str, **kwargs):
+    """IAM v1 projects.roles over REST, as `gcloud iam roles` would call it."""
+    return AuthorizedSession(session.credentials).request(
+        method, f"{session.client_options()['api_endpoint']}/v1/{path}", timeout=30, **kwargs)
+
+
+def test_the_attendee_role_is_made_once_and_kept_to_calling(env, emulator, tmp_path, capsys):
+    from nbhelpers.emulator import access
+
+    organiser = _as(env, tmp_path, ORGANISER, "role-day")
+    name = workshop.attendee_role(organiser)
+    assert name == f"projects/test-project/roles/{workshop.ATTENDEE_ROLE_ID}"
+    first = _role_api(organiser, "GET", name).json()
+    assert workshop.attendee_role(organiser) == name  # twice: nothing created or changed
+    assert _role_api(organiser, "GET", name).json() == first
+    assert list(emulator.vertex.state.data["custom_roles"]) == [name]
+    assert (first["stage"], first["includedPermissions"]) == (
+        "GA", ["aiplatform.endpoints.get", "aiplatform.endpoints.predict"])
+    assert capsys.readouterr().out.count("Created the custom role") == 1
+
+    # Someone widened it: the next up/grant sets its permissions back, with the etag.
+    widened = _role_api(organiser, "PATCH", name, params={"updateMask": "includedPermissions"},
+                        json={"includedPermissions": [*first["includedPermissions"],
+                                                      "aiplatform.endpoints.undeploy"]})
+    assert widened.status_code == 200, widened.text
+    workshop.attendee_role(organiser)
+    assert _role_api(organiser, "GET", name).json()["includedPermissions"] == \
+        first["includedPermissions"]
+    assert "set its includedPermissions back" in capsys.readouterr().out
+    stale = _role_api(organiser, "PATCH", name, params={"updateMask": "title"},
+                      json={"title": "x", "etag": first["etag"]})
+    assert (stale.status_code, stale.json()["error"]["status"]) == (409, "ABORTED")
+
+    # Deleted: its bindings grant nothing until the next up/grant undeletes it.
+    assert _role_api(organiser, "DELETE", name).json()["deleted"] is True
+    assert access.role_permissions(emulator.vertex.state, name) == frozenset()
+    again = _role_api(organiser, "POST", "projects/test-project/roles",
+                      json={"roleId": workshop.ATTENDEE_ROLE_ID, "role": {"title": "t"}})
+    assert again.status_code == 400 and "marked for deletion" in again.text
+    workshop.attendee_role(organiser)
+    assert "undeleted it" in capsys.readouterr().out
+    assert access.role_permissions(emulator.vertex.state, name) == frozenset(
+        workshop.ATTENDEE_PERMISSIONS)
+    taken = _role_api(organiser, "POST", "projects/test-project/roles",
+                      json={"roleId": workshop.ATTENDEE_ROLE_ID, "role": {"title": "t"}})
+    assert (taken.status_code, taken.json()["error"]["status"]) == (409, "ALREADY_EXISTS")
+
+    # Deleted more than 7 days ago: gone for IAM, and its id is not free yet.
+    _role_api(organiser, "DELETE", name)
+    emulator.vertex.setup_apis.age_deleted_role(name, days=8)
+    with pytest.raises(ConfigError, match="cannot be made now: You can't create a role_id "
+                       r"\(nbhWorkshopAttendee\) which has been marked for deletion"):
+        workshop.attendee_role(organiser)
+
+    misspelt = _role_api(organiser, "POST", "projects/test-project/roles", json={
+        "roleId": "other", "role": {"includedPermissions": ["aiplatform.endpoints.predikt"]}})
+    assert misspelt.status_code == 400
+    assert "Permission aiplatform.endpoints.predikt is not valid." in misspelt.text
+
+    _restrict(emulator, ATTENDEES[0])  # an attendee may not make or change roles
+    attendee = _as(env, tmp_path, ATTENDEES[0], "role-day")
+    with pytest.raises(ConfigError, match="may not manage the custom role.*" + _denied(
+            "iam.roles.get")):
+        workshop.attendee_role(attendee)
 
 
 def test_the_command_line_plans_with_the_quota_and_refuses_by_name(env, capsys):

@@ -1,17 +1,21 @@
 """The setup steps' Google APIs: Service Usage (enable an API, or several at once as `gcloud
-services enable` does), Resource Manager (the project: v3 for the SDK, v1 for gcloud) and the
+services enable` does), Resource Manager (the project: v3 for the SDK, v1 for gcloud), the
 project's IAM policy, with Google's policy versions (a conditional binding is only
-shown whole at version 3) and etags (a write based on a stale read is ABORTED); the sources are
-in docs/google-contract.md."""
+shown whole at version 3) and etags (a write based on a stale read is ABORTED), and IAM's
+custom roles (`projects.roles` create, get, patch, delete, undelete, as iam.googleapis.com/v1
+serves them); the sources are in docs/google-contract.md."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import re
+import time
 from collections.abc import Callable
 from typing import Any
 
+from nbhelpers.emulator import access
 from nbhelpers.emulator.common import ApiError, Route, State, project_number
 from nbhelpers.emulator.operations import Operations
 
@@ -23,6 +27,16 @@ WITHCOND = "_withcond_"  # how a version-1 read names a conditional binding's ro
 CONCURRENT_CHANGE = ("There were concurrent policy changes. Please retry the whole "
                      "read-modify-write with exponential backoff.")
 _INITIAL_ETAG = "BwWWja0YfJA="  # canonical base64: the SDK decodes etags to bytes
+# IAM v1 projects.roles (iam.googleapis.com): a project's custom roles.
+_ROLES = r"/v1/projects/(?P<project>[^/:]+)/roles"
+_ROLE = _ROLES + r"/(?P<role_id>[^/:]+)"
+ROLE_ID = re.compile(r"[A-Za-z0-9_.]{3,64}")  # CreateRoleRequest.roleId
+ROLE_STAGES = ("ALPHA", "BETA", "GA", "DEPRECATED", "DISABLED", "EAP")
+ROLE_FIELDS = ("title", "description", "includedPermissions", "stage")  # what patch may change
+TITLE_BYTES = 100  # Role.title: "typically limited to 100 UTF-8 bytes"
+UNDELETE_DAYS = 7  # a deleted custom role can be undeleted for 7 days...
+PURGE_DAYS = 37  # ...and its id is free again 37 days after the deletion
+_PERMISSION = re.compile(r"[a-z][a-zA-Z0-9]*(\.[a-zA-Z][a-zA-Z0-9]*){2}")
 
 
 class SetupApis:
@@ -45,6 +59,11 @@ class SetupApis:
             ("GET", _PROJECT_V1, self.get_project_v1),
             ("POST", _PROJECT_V1 + r":getIamPolicy", self.get_iam_policy),
             ("POST", _PROJECT_V1 + r":setIamPolicy", self.set_iam_policy),
+            ("POST", _ROLES, self.create_role),
+            ("GET", _ROLE, self.get_role),
+            ("PATCH", _ROLE, self.patch_role),
+            ("DELETE", _ROLE, self.delete_role),
+            ("POST", _ROLE + r":undelete", self.undelete_role),
         ]
 
     def _service(self, project: str, service: str) -> dict[str, Any]:
@@ -161,6 +180,113 @@ class SetupApis:
                 "etag": _etag(self.state.next_id()), "bindings": bindings}
             self.state.save()
 
+    # --- IAM custom roles (projects.roles) ---------------------------------------------------
+    def _roles(self) -> dict[str, dict[str, Any]]:
+        return self.state.data.setdefault(access.CUSTOM_ROLES, {})
+
+    def _days_deleted(self, role: dict[str, Any]) -> float:
+        return (time.time() - float(role.get("_deletedAt", time.time()))) / 86400
+
+    def _role(self, project: str, role_id: str, headers: Any, permission: str,
+              ) -> dict[str, Any]:
+        """The stored role (deleted or not), after the caller's permission check; 404 when
+        there is none, or when it was deleted longer ago than it can be undeleted."""
+        name = f"projects/{project}/roles/{role_id}"
+        access.require(self.state, headers, permission, project=project, resource=name,
+                       service="iam.googleapis.com")
+        role = self._roles().get(name)
+        if role is None or (role.get("deleted") and self._days_deleted(role) > UNDELETE_DAYS):
+            raise ApiError(404, f"The role named {name} was not found.", "NOT_FOUND")
+        return role
+
+    def create_role(self, body: dict[str, Any], project: str, headers: Any = None,
+                    **_: Any) -> dict[str, Any]:
+        """`{roleId, role}`: the role is checked as IAM checks it; an id in use is
+        ALREADY_EXISTS, one deleted less than 37 days ago cannot be taken again."""
+        access.require(self.state, headers, "iam.roles.create", project=project,
+                       resource=f"projects/{project}", service="iam.googleapis.com")
+        role_id = str(body.get("roleId") or "")
+        if not ROLE_ID.fullmatch(role_id):
+            raise ApiError(400, f"The role_id ({role_id}) is invalid: a role ID has 3 to 64 "
+                           "letters, digits, underscores (_) and periods (.).")
+        fields = _role_fields(dict(body.get("role") or {}), ROLE_FIELDS)
+        name = f"projects/{project}/roles/{role_id}"
+        with self.state.lock:
+            existing = self._roles().get(name)
+            if existing is not None and not existing.get("deleted"):
+                raise ApiError(409, f"A role named {role_id} in projects/{project} already "
+                               "exists.", "ALREADY_EXISTS")
+            if existing is not None and self._days_deleted(existing) < PURGE_DAYS:
+                raise ApiError(400, f"You can't create a role_id ({role_id}) which has been "
+                               "marked for deletion.", "FAILED_PRECONDITION")
+            role = {"name": name, "stage": "ALPHA", **fields,
+                    "etag": _etag(self.state.next_id())}
+            self._roles()[name] = role
+            self.state.save()
+        return _shown(role)
+
+    def get_role(self, body: dict[str, Any], project: str, role_id: str, headers: Any = None,
+                 **_: Any) -> dict[str, Any]:
+        """A deleted role (within its 7 days) is shown with `deleted: true`."""
+        return _shown(self._role(project, role_id, headers, "iam.roles.get"))
+
+    def patch_role(self, body: dict[str, Any], project: str, role_id: str,
+                   query: dict[str, str], headers: Any = None, **_: Any) -> dict[str, Any]:
+        """The fields `updateMask` names (all the body gives without one) take the body's
+        values; a stale etag is ABORTED, a deleted role must be undeleted first."""
+        mask = [f.strip() for f in query.get("updateMask", "").split(",") if f.strip()] or \
+            [f for f in ROLE_FIELDS if f in body]
+        unknown = [f for f in mask if f not in ROLE_FIELDS]
+        if unknown or not mask:
+            raise ApiError(400, f"Invalid update_mask {query.get('updateMask', '')!r}: give "
+                           f"one or more of {', '.join(ROLE_FIELDS)}.")
+        fields = _role_fields({f: body.get(f) for f in mask}, mask)
+        with self.state.lock:
+            role = self._role(project, role_id, headers, "iam.roles.update")
+            if role.get("deleted"):
+                raise ApiError(400, f"The role {role['name']} is deleted: undelete it before "
+                               "changing it.", "FAILED_PRECONDITION")
+            if body.get("etag") and body["etag"] != role["etag"]:
+                raise ApiError(409, CONCURRENT_CHANGE, "ABORTED")
+            role.update(fields, etag=_etag(self.state.next_id()))
+            self.state.save()
+        return _shown(role)
+
+    def delete_role(self, body: dict[str, Any], project: str, role_id: str,
+                    query: dict[str, str], headers: Any = None, **_: Any) -> dict[str, Any]:
+        """Marks the role deleted: its bindings stay in policies and grant nothing."""
+        with self.state.lock:
+            role = self._role(project, role_id, headers, "iam.roles.delete")
+            if query.get("etag") and query["etag"] != role["etag"]:
+                raise ApiError(409, CONCURRENT_CHANGE, "ABORTED")
+            if not role.get("deleted"):
+                role.update(deleted=True, _deletedAt=time.time(),
+                            etag=_etag(self.state.next_id()))
+                self.state.save()
+        return _shown(role)
+
+    def undelete_role(self, body: dict[str, Any], project: str, role_id: str,
+                      headers: Any = None, **_: Any) -> dict[str, Any]:
+        """`{etag}`: the role comes back as it was, and so do its bindings' permissions."""
+        with self.state.lock:
+            role = self._role(project, role_id, headers, "iam.roles.undelete")
+            if not role.get("deleted"):
+                raise ApiError(400, f"The role {role['name']} is not deleted.",
+                               "FAILED_PRECONDITION")
+            if body.get("etag") and body["etag"] != role["etag"]:
+                raise ApiError(409, CONCURRENT_CHANGE, "ABORTED")
+            role.pop("deleted", None)
+            role.pop("_deletedAt", None)
+            role["etag"] = _etag(self.state.next_id())
+            self.state.save()
+        return _shown(role)
+
+    def age_deleted_role(self, name: str, days: float) -> None:
+        """Makes a deleted role's deletion `days` old (tests: past the undelete window)."""
+        with self.state.lock:
+            self._roles()[name]["_deletedAt"] = time.time() - days * 86400
+            self.state.save()
+
 
 def _has_conditions(policy: dict[str, Any]) -> bool:
     return any(b.get("condition") for b in policy.get("bindings") or [])
@@ -179,3 +305,36 @@ def _hide_condition(binding: dict[str, Any]) -> dict[str, Any]:
 def _etag(counter: str) -> str:
     """Etags are opaque base64 strings, new on every write."""
     return base64.b64encode(f"nbh-iam-{counter}".encode()).decode()
+
+
+def _role_fields(given: dict[str, Any], fields: Any) -> dict[str, Any]:
+    """The role's writable fields, checked as IAM checks them: a known stage, a title of at
+    most 100 bytes, and permissions that exist (here: well formed, and for Vertex AI one of
+    those the emulator knows; anything else would grant nothing)."""
+    out: dict[str, Any] = {}
+    for field in fields:
+        if field not in given or given[field] is None:
+            continue
+        value = given[field]
+        if field == "stage" and value not in ROLE_STAGES:
+            raise ApiError(400, f"Invalid stage {value!r}: choose one of "
+                           f"{', '.join(ROLE_STAGES)}.")
+        if field == "title" and len(str(value).encode()) > TITLE_BYTES:
+            raise ApiError(400, f"The title is {len(str(value).encode())} bytes; at most "
+                           f"{TITLE_BYTES}.")
+        if field == "includedPermissions":
+            value = sorted({str(p) for p in value or []})
+            for permission in value:
+                if not _PERMISSION.fullmatch(permission) or (
+                        permission.startswith("aiplatform.")
+                        and permission not in access.AIPLATFORM_PERMISSIONS):
+                    raise ApiError(400, f"Permission {permission} is not valid.")
+        out[field] = value
+    return out
+
+
+def _shown(role: dict[str, Any]) -> dict[str, Any]:
+    """The Role as the API returns it: no private keys; an ALPHA stage is left out, as
+    Google leaves it out."""
+    return {k: v for k, v in role.items() if not k.startswith("_")
+            and not (k == "stage" and v == "ALPHA")}
