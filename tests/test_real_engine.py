@@ -243,7 +243,9 @@ def test_translation_logs_each_argument_it_changes_and_passes_the_rest():
     args = ["python", "-m", "vllm.entrypoints.api_server", "--host=0.0.0.0", "--port=8080",
             f"--model=meta-llama/{MODEL}", "--tensor-parallel-size=2", "--swap-space=16",
             "--max-model-len", "4096", "--model-type=llama3.1", "--enable-auto-tool-choice",
-            "--tool-call-parser=vertex-llama-3", "--enforce-eager", "--made-up-flag"]
+            "--tool-call-parser=vertex-llama-3", "--enforce-eager", "--made-up-flag",
+            "--chat-template={{ messages[0]['content'] }}",
+            "--chat-template", "/workspace/template.jinja"]
     result = vllm_engine.translate(args, model_dir=Path("/tiny"), served_name="served",
                                    port=1234, image_release="0.9.2", installed="0.32.0")
     command = result.command
@@ -257,6 +259,8 @@ def test_translation_logs_each_argument_it_changes_and_passes_the_rest():
         assert any(note.startswith(f"translated: {gone} -> ") for note in result.notes), gone
     assert any("vLLM 0.9.2 accepts it, vLLM 0.32.0 does not" in n for n in result.notes)
     assert "--load-format=dummy" in command
+    assert "--chat-template={{ messages[0]['content'] }}" in command  # inline: vLLM's to read
+    assert "/workspace/template.jinja" not in command  # a file inside Google's image
 
 
 def test_tool_calling_container_options_follow_the_image():

@@ -91,8 +91,8 @@ REPLACED = {
     "distributed-executor-backend": "one CPU process serves the tiny model",
     "disable-custom-all-reduce": "one CPU process serves the tiny model",
     "limit-mm-per-prompt": "the tiny model reads text only",
-    "chat-template": "a path inside Google's image; the tiny model's own template is Llama "
-                     "3.1-style, with tools",
+    "chat-template": "a file inside Google's image; the tiny model's own template is Llama "
+                     "3.1-style, with tools (an inline template is passed on)",
     "enable-lora": "LoRA adapters need weights the tiny model cannot load",
     "max-loras": "LoRA adapters need weights the tiny model cannot load",
     "max-lora-rank": "LoRA adapters need weights the tiny model cannot load",
@@ -162,6 +162,8 @@ def translate(args: list[str], *, model_dir: Path, served_name: str, port: int,
         elif name in REMOVED:
             result.notes.append(f"translated: {shown} -> left out: vLLM {image_release} accepts "
                                 f"it, vLLM {installed} does not ({REMOVED[name]})")
+        elif name == "chat-template" and value and "{" in value:
+            result.command += tokens  # an inline Jinja template: vLLM reads it as the image's
         elif name in _KEPT_WHEN and value == _KEPT_WHEN[name]:
             result.command += tokens  # what one CPU process takes as well
         elif name in REPLACED:
