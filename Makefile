@@ -67,6 +67,7 @@ test-main: $(STAMP) lint browser-deps
 	$(BIN)/python -m pytest -q --ignore=tests/test_real_engine.py
 	state=$$(mktemp -d) && NBHELPERS_BACKEND=emulator NBHELPERS_STATE_DIR=$$state \
 	  NBHELPERS_RUN_ID=nbval HF_TOKEN=hf_rehearsalOnlyNotARealToken NBHELPERS_EMULATOR_URL= \
+	  NBHELPERS_CONFIRM_DEPLOY=1 \
 	  $(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider notebooks; \
 	  status=$$?; rm -rf $$state; exit $$status
 

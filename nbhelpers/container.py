@@ -30,6 +30,10 @@ MAX_NUM_SEQS = 65_536
 MAX_LORAS = 1_024
 MAX_SWAP_SPACE_GIB = 1_024.0  # CPU memory per GPU; the largest machine here has 1,872 GiB
 MAX_EXTRA_ARGS = 200
+# The adapter ranks vLLM 0.6-0.9 accepts for --max-lora-rank (LoRAConfig.possible_max_ranks);
+# its default is 16.
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+MAX_CHAT_TEMPLATE_CHARS = 100_000  # a Jinja template, inline; Llama 3.1's is about 5,000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +48,10 @@ class VllmOptions:
     enable_lora: bool = False
     max_loras: int = 1
     max_cpu_loras: int = 8
+    max_lora_rank: int = 16  # vLLM's default; one of LORA_RANKS
+    # A Jinja chat template given inline to --chat-template, replacing the tokenizer's own:
+    # the fix for a model whose tokenizer has none or a broken one. Empty: the tokenizer's.
+    chat_template: str = ""
     enable_prefix_caching: bool = False
     # Tool calling with tool_choice "auto" (--enable-auto-tool-choice and the image's Llama
     # tool-call parser); a named or "required" tool_choice works without it.
@@ -80,6 +88,9 @@ class VllmOptions:
         checks.whole("max_loras", self.max_loras, low=1, high=MAX_LORAS)
         checks.whole("max_cpu_loras", self.max_cpu_loras, low=self.max_loras, high=MAX_LORAS,
                      why="vLLM needs at least max_loras")
+        checks.one_of("max_lora_rank", self.max_lora_rank, LORA_RANKS)
+        checks.text("chat_template", self.chat_template, empty_ok=True,
+                    max_chars=MAX_CHAT_TEMPLATE_CHARS)
         checks.flag("enable_prefix_caching", self.enable_prefix_caching)
         checks.flag("tool_calling", self.tool_calling)
         checks.one_of("kv_cache_dtype", self.kv_cache_dtype, vllm_args.KV_CACHE_DTYPES)
@@ -142,7 +153,10 @@ def server_args(model_source: str, options: VllmOptions) -> list[str]:
         args.append("--enable-prefix-caching")
     if options.enable_lora:
         args += ["--enable-lora", f"--max-loras={options.max_loras}",
+                 f"--max-lora-rank={options.max_lora_rank}",
                  f"--max-cpu-loras={options.max_cpu_loras}"]
+    if options.chat_template:
+        args.append(f"--chat-template={options.chat_template}")
     args += list(options.extra_args)
     return args
 

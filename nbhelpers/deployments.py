@@ -331,6 +331,46 @@ def _cheaper_scaling(limit: float, price: prices.PriceEstimate,
     return found
 
 
+def _starts_on(spec: ModelSpec, hardware: Hardware, *, options: VllmOptions | None,
+               image: str, weights_uri: str = "") -> bool:
+    """Whether the memory planner predicts the model starts on this hardware with `options`
+    (None: the catalog's settings), its heads dividing among the GPUs as vLLM needs."""
+    heads = spec.config.get("text_config", spec.config)["num_attention_heads"]
+    if heads % hardware.accelerator_count:
+        return False
+    try:
+        resolved = (options or VllmOptions()).resolved(spec, hardware.accelerator_count)
+        args = server_args(weights_uri or spec.hf_id, resolved)
+        return planner.plan_memory(accelerator=hardware.accelerator_type, suggest_fixes=False,
+                                   **memory_inputs(spec, args, image)).ok
+    except ConfigError:
+        return False
+
+
+def machine_choices(model: str | ModelSpec, *, container_tag: str = DEFAULT_TAG) -> list[str]:
+    """The machine types a notebook offers for `model`: the catalog's (the tutorial's) first,
+    then its alternatives (the tutorial's 8 x L4 for 70B), then every other one on which the
+    memory planner predicts it starts with the catalog's settings, cheapest first."""
+    spec = model if isinstance(model, ModelSpec) else catalog.get_model(model)
+    image = image_uri(container_tag)
+    tutorial = [spec.hardware.machine_type, *(h.machine_type for h in spec.alternatives)]
+    others = [m for m in MACHINE_TYPES if m not in tutorial
+              and _starts_on(spec, Hardware.for_machine(m), options=None, image=image)]
+    return tutorial + sorted(others, key=lambda m: prices.estimate(m).usd_per_hour or 1e9)
+
+
+def machine_param_choices(models: list[str]) -> list[str]:
+    """The choices of a notebook's `MACHINE_TYPE = ""  # @param [...]` for the models of its
+    `MODEL` list: '' (the tutorial's machine for the model picked) first, then each model's
+    tutorial machines, then every other machine one of them starts on. Colab's form cannot
+    follow the model: the machine picker refuses a machine the model does not start on."""
+    specs = [catalog.get_model(name) for name in models]
+    tutorial = [m for spec in specs
+                for m in (spec.hardware.machine_type, *(h.machine_type for h in spec.alternatives))]
+    starts = {m for spec in specs for m in machine_choices(spec)}
+    return list(dict.fromkeys(["", *tutorial, *(m for m in MACHINE_TYPES if m in starts)]))
+
+
 def _require_price_within(limit: float, price: prices.PriceEstimate, *, spec: ModelSpec,
                           options: VllmOptions | None, image: str, weights_uri: str,
                           scaling: Scaling) -> None:
@@ -346,18 +386,7 @@ def _require_price_within(limit: float, price: prices.PriceEstimate, *, spec: Mo
         if machine == price.machine_type or not other.known or (other.usd_per_hour or 0) > limit:
             continue
         hardware = Hardware.for_machine(machine)
-        heads = spec.config.get("text_config", spec.config)["num_attention_heads"]
-        if heads % hardware.accelerator_count:
-            continue  # vLLM needs the heads to divide among the GPUs
-        try:
-            resolved = (options or VllmOptions()).resolved(spec, hardware.accelerator_count)
-            args = server_args(weights_uri or spec.hf_id, resolved)
-            fits = planner.plan_memory(accelerator=hardware.accelerator_type,
-                                       suggest_fixes=False,
-                                       **memory_inputs(spec, args, image)).ok
-        except ConfigError:
-            continue
-        if fits:
+        if _starts_on(spec, hardware, options=options, image=image, weights_uri=weights_uri):
             cheaper.append((other.usd_per_hour or 0, f"MACHINE_TYPE = {machine!r} "
                             f"({hardware.describe()}, about ${other.usd_per_hour:,.2f}/hour)"))
     said = (f"costs {price.describe()}, above MAX_HOURLY_COST ${limit:,.2f}/hour" if price.known
@@ -657,6 +686,25 @@ def _deploy_new(session: Session, plan: DeploymentPlan, endpoint: Any, *,
                               "deployed model; the debugging notebook reads its logs")
     print(f"Deployed in {time.monotonic() - started:.0f}s: endpoint {deployment.endpoint_id}.")
     return deployment
+
+
+def run_deployment(session: Session, model: str | ModelSpec) -> Deployment | None:
+    """This run's live deployment of `model` (what 01 or 02 deployed in the same run, found
+    by the run's state or its labels), or None; nothing is created."""
+    spec = model if isinstance(model, ModelSpec) else catalog.get_model(model)
+    endpoint = _run_endpoint(session, spec.slug)
+    if endpoint is None:
+        return None
+    endpoint._sync_gca_resource()
+    if not endpoint.gca_resource.deployed_models:
+        return None
+    record = session.state.deployments.get(spec.slug) or {}
+    served = list(endpoint.gca_resource.deployed_models)
+    chosen = next((d for d in served if d.id == record.get("deployed_model_id")), served[0])
+    return Deployment(key=spec.slug, model_name=spec.name, endpoint_name=endpoint.resource_name,
+                      model_resource=chosen.model.split("@")[0], deployed_model_id=chosen.id,
+                      machine_type=chosen.dedicated_resources.machine_spec.machine_type,
+                      dedicated_endpoint=bool(endpoint.gca_resource.dedicated_endpoint_enabled))
 
 
 def reconnect(session: Session, endpoint_id: str) -> Deployment:

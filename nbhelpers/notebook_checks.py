@@ -1,6 +1,9 @@
-"""Checks every notebook keeps the suite's rules: no outputs, a tagged parameters cell whose
-assignments carry Colab `# @param`, no shell cells, and the same first code cell everywhere,
-the one that makes a runtime ready, pinned to pyproject's version and repository URL."""
+"""Checks every notebook keeps the suite's rules: no outputs, a tagged parameters cell that is a
+Colab form (a `# @title`, `# @markdown` help, `# @param` on every assignment), no shell cells,
+the same first code cell everywhere (the one that makes a runtime ready, pinned to pyproject's
+version and repository URL), and the lessons' guards: a deploy only behind CONFIRM_DEPLOY
+(False in the notebook), MACHINE_TYPE's choices those its MODEL list starts on, and one name
+for the prompt."""
 
 from __future__ import annotations
 
@@ -9,9 +12,15 @@ import re
 import tomllib
 from pathlib import Path
 
-from nbhelpers import runtime
+from nbhelpers import deployments, runtime
 
 _ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*\s*(:\s*[^=]+)?=")
+_PARAM_LIST = re.compile(r"^(?P<name>[A-Z_][A-Z0-9_]*)\s*=.*#\s*@param\s*(?P<choices>\[.*\])")
+# Parameter names retired for one prompt name across the lessons, with what replaced them.
+RENAMED = {"QUESTION": "PROMPT (IMAGE_PROMPT for the question about an image in 03)",
+           "TEXT_PROMPT": "PROMPT"}
+DEPLOY_CALL = "nbhelpers.deploy("
+CONFIRM_CALL = "nbhelpers.confirm_deploy("
 
 
 def release(directory: Path) -> tuple[str, str]:
@@ -36,6 +45,58 @@ def first_cell_problems(path: Path, cells: list[dict], expected: str) -> list[st
             "Repository); paste it unchanged"]
 
 
+def form_problems(path: Path, source: str) -> list[str]:
+    """The parameters cell as a Colab form: a `# @title` first, some `# @markdown` help, and
+    the names and choices the lessons agreed on."""
+    found = []
+    lines = source.splitlines()
+    if not lines or not lines[0].startswith("# @title "):
+        found.append(f"{path.name}: the parameters cell must start with '# @title <what it "
+                     "sets>' (Colab shows it as the form's title)")
+    if not any(line.startswith("# @markdown ") for line in lines):
+        found.append(f"{path.name}: the parameters cell has no '# @markdown' help line; say "
+                     "what each group of parameters does")
+    lists: dict[str, list] = {}
+    for line in lines:
+        name = line.split("=")[0].strip()
+        if _ASSIGNMENT.match(line) and name in RENAMED:
+            found.append(f"{path.name}: parameter {name} was renamed {RENAMED[name]}: one "
+                         "prompt name across the lessons")
+        matched = _PARAM_LIST.match(line)
+        if matched:
+            try:
+                lists[matched["name"]] = json.loads(matched["choices"])
+            except json.JSONDecodeError:
+                found.append(f"{path.name}: {matched['name']}'s '# @param [...]' is not a "
+                             "JSON list of choices")
+    if "MACHINE_TYPE" in lists and "MODEL" in lists:
+        try:
+            expected = deployments.machine_param_choices(lists["MODEL"])
+        except Exception as err:  # a MODEL list naming no catalog model: say which
+            return [*found, f"{path.name}: MODEL's choices: {err}"]
+        if lists["MACHINE_TYPE"] != expected:
+            found.append(f"{path.name}: MACHINE_TYPE's choices must be those its MODEL list "
+                         f"starts on (deployments.machine_param_choices): {json.dumps(expected)}")
+    return found
+
+
+def confirm_problems(path: Path, cells: list[dict], parameters: str) -> list[str]:
+    """A notebook that deploys declares CONFIRM_DEPLOY = False, and each cell that calls
+    nbhelpers.deploy( calls nbhelpers.confirm_deploy( before it: "Run all" bills nothing."""
+    found = []
+    deploying = [i for i, c in enumerate(cells) if c.get("cell_type") == "code"
+                 and DEPLOY_CALL in "".join(c["source"])]
+    if deploying and not re.search(r"^CONFIRM_DEPLOY = False\s+# @param", parameters, re.M):
+        found.append(f"{path.name}: it deploys, so its parameters must hold 'CONFIRM_DEPLOY = "
+                     "False  # @param {type:\"boolean\"}'")
+    for index in deploying:
+        source = "".join(cells[index]["source"])
+        if CONFIRM_CALL not in source or source.index(CONFIRM_CALL) > source.index(DEPLOY_CALL):
+            found.append(f"{path.name}: cell {index} calls {DEPLOY_CALL}...) without "
+                         f"{CONFIRM_CALL}plan, CONFIRM_DEPLOY) before it")
+    return found
+
+
 def problems(path: Path, expected_first_cell: str | None = None) -> list[str]:
     notebook = json.loads(path.read_text())
     found = []
@@ -49,6 +110,8 @@ def problems(path: Path, expected_first_cell: str | None = None) -> list[str]:
         for line in "".join(cell["source"]).splitlines():
             if _ASSIGNMENT.match(line) and "# @param" not in line:
                 found.append(f"{path.name}: parameter line lacks '# @param': {line!r}")
+        found += form_problems(path, "".join(cell["source"]))
+    found += confirm_problems(path, cells, "".join(params[0]["source"]) if params else "")
     for index, cell in enumerate(cells):
         if cell.get("cell_type") != "code":
             continue

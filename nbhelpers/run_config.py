@@ -34,6 +34,11 @@ MAX_PARALLEL = 32  # each matrix entry is a billed deployment and a kernel on th
 # A matrix entry's run id is "<run id>-<model slug>" (slugs have up to 29 characters), and a run
 # id has at most 63 (validate.run_id): the notebooks of a longer entry would refuse it.
 MAX_RUN_ID = 32
+# What a batch run hands every notebook that takes it, unless the run's parameters say
+# otherwise: starting a run (the runner, or a test's papermill run) is the confirmation the
+# deploy notebooks ask for before billing (CONFIRM_DEPLOY is False in the notebooks, so that
+# "Run all" in Jupyter or Colab bills nothing by surprise); -p CONFIRM_DEPLOY false plans only.
+RUNNER_PARAMETERS: dict[str, Any] = {"CONFIRM_DEPLOY": True}
 _INT64 = 2 ** 63  # notebook integers end in Vertex AI and vLLM fields of 64 bits at most
 _KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
 
@@ -233,6 +238,14 @@ def parse_cli_value(notebooks_dir: Path, name: str, raw: str) -> Any:
     except yaml.YAMLError as err:
         raise ConfigError(f"-p {name} {shown(raw)}: the value is not valid YAML "
                           f"({getattr(err, 'problem', None) or err})") from None
+
+
+def handed_parameters(accepted: Mapping[str, ParameterSpec],
+                      parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """What one notebook gets: RUNNER_PARAMETERS under the run's own, limited to the names its
+    `parameters` cell declares (`accepted`)."""
+    return {name: value for name, value in {**RUNNER_PARAMETERS, **parameters}.items()
+            if name in accepted}
 
 
 def check_parameters(parameters: Mapping[Any, Any]) -> None:

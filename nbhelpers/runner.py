@@ -34,6 +34,7 @@ from nbhelpers.run_config import (
     DEBUG,
     RunConfig,
     entry_lessons,
+    handed_parameters,
     main_lessons,
     notebook_parameters,
     validate_config,
@@ -143,7 +144,7 @@ class Runner:
         source = notebooks_dir / run.notebook
         accepted = notebook_parameters(notebooks_dir)[run.notebook]
         # validate_config made sure every name is taken by some notebook of the run
-        chosen = {k: v for k, v in run.parameters.items() if k in accepted}
+        chosen = handed_parameters(accepted, run.parameters)
         run.output.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
             json.dump(chosen, handle)  # JSON is YAML

@@ -43,6 +43,62 @@ GOOGLE_OPTIONS: dict[str, Any] = {
     "host-prefix-kv-cache-min-len": int,
 }
 GOOGLE_TOOL_PARSER = "vertex-llama-3"
+
+# What each option the deployment plans set does, in a sentence a notebook prints under the
+# plan (`explain_args`): the one place these explanations are written.
+EXPLANATIONS: dict[str, str] = {
+    "host": "address the server listens on inside the container (0.0.0.0: every interface)",
+    "port": "port the server listens on; Vertex AI sends predict and health requests there",
+    "model": "weights to load: a Hugging Face repository id, or a gs:// copy the image's "
+             "launcher downloads first",
+    "tensor-parallel-size": "GPUs each layer is split across; the machine's GPU count, so the "
+                            "weights and KV cache are shared among them",
+    "swap-space": "GiB of CPU memory per GPU for KV blocks of preempted sequences",
+    "gpu-memory-utilization": "share of each GPU's memory vLLM may take for weights, activations "
+                              "and KV cache; lower it if something else needs the GPU, raise it "
+                              "(0.95) for a longer max_model_len",
+    "max-model-len": "longest sequence (prompt + generated tokens) a request may reach; the KV "
+                     "cache must hold at least one such sequence or vLLM refuses to start",
+    "max-num-seqs": "sequences decoded together at most; each reserves room in the profile run "
+                    "(an image each for Llama 3.2 Vision, hence 12 there)",
+    "kv-cache-dtype": "storage type of the KV cache; fp8 halves it and doubles the tokens it holds",
+    "disable-log-stats": "no periodic throughput lines in the logs (they bury the errors)",
+    "enforce-eager": "run PyTorch eagerly, without CUDA graphs: slower decoding, but no graph "
+                     "capture memory (the tutorial's setting for Llama 3.2 Vision)",
+    "enable-prefix-caching": "reuse the KV cache of a prompt prefix seen before (system prompts)",
+    "enable-lora": "serve LoRA adapters named per request (the predict route's dynamic-lora)",
+    "max-loras": "LoRA adapters in one batch at most",
+    "max-lora-rank": "highest adapter rank accepted; memory is reserved for it",
+    "max-cpu-loras": "LoRA adapters kept in CPU memory at most (at least max-loras)",
+    "chat-template": "Jinja template that turns chat messages into the prompt, replacing the "
+                     "tokenizer's own (base models have none)",
+    "enable-auto-tool-choice": "let the model decide to call a tool (tool_choice \"auto\")",
+    "tool-call-parser": "how tool calls are read back from the generated text",
+    "quantization": "quantization method of the weights (fp8 halves them)",
+    "dtype": "data type of weights and activations (auto: the checkpoint's)",
+    "enable-chunked-prefill": "split long prompts into chunks batched with decoding",
+    "max-num-batched-tokens": "tokens processed in one forward pass at most",
+    "limit-mm-per-prompt": "images (or other media) one prompt may carry",
+    "seed": "seed of the random sampling",
+    "trust-remote-code": "run Python code shipped with the model repository",
+    "host-prefix-kv-cache-utilization-target": "Google's images: share of idle host memory used "
+                                               "as a prefix KV cache",
+    "host-prefix-kv-cache-min-len": "Google's images: shortest prefix kept in the host cache",
+    "model-type": "Google's images: the model family the launcher prepares for",
+}
+
+
+def explain_args(args: list[str]) -> str:
+    """One line per option of a server command line: the option as given and what it does;
+    options without an explanation are said to have none here, not skipped."""
+    lines = []
+    for token in args:
+        if not token.startswith("--"):
+            continue
+        name = token[2:].partition("=")[0].replace("_", "-")
+        what = EXPLANATIONS.get(name, "(no explanation here: see vLLM's engine arguments)")
+        lines.append(f"  {token}: {what}")
+    return "\n".join(lines)
 GOOGLE_TOOL_PARSER_FLAG = f"tool-call-parser={GOOGLE_TOOL_PARSER}"
 
 

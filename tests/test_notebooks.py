@@ -66,7 +66,8 @@ def test_setup_deploy_predict_cleanup(tmp_path, monkeypatch, capfd):
     assert "Deleting 7 resource(s)" in cleaned and "nothing labelled for this run" in cleaned
     vision = _outputs(run_dir / "02_deploy_llama32_multimodal.ipynb")
     assert "image/png" in vision  # the picture is shown inline
-    assert "<|image|>What is in this image?" in vision and "an image of 800x600 pixels" in vision
+    # PROMPT is one parameter across 01-03: 02 asks it about the image
+    assert "<|image|>Name three colours." in vision and "an image of 800x600 pixels" in vision
     chatted = _outputs(run_dir / "03_openai_chat_inference.ipynb")
     assert "in 2 messages (system,user)" in chatted and "4 messages" in chatted
     assert "24/24 succeeded" in chatted and "image/png" in chatted  # the plot
@@ -120,7 +121,7 @@ def test_bucket_in_another_region_is_refused(tmp_path, emulator, monkeypatch):
 @pytest.mark.parametrize("notebook, expected", [
     ("00_setup.ipynb", ["PROJECT_ID", "REGION", "BUCKET_URI", "BACKEND", "RUN_ID"]),
     ("01_deploy_llama31_text.ipynb", ["MODEL", "WEIGHTS_URI", "PROMPT", "MAX_TOKENS"]),
-    ("02_deploy_llama32_multimodal.ipynb", ["MODEL", "IMAGE", "QUESTION", "MAX_NUM_SEQS"]),
+    ("02_deploy_llama32_multimodal.ipynb", ["MODEL", "IMAGE", "PROMPT", "MAX_NUM_SEQS"]),
     ("03_openai_chat_inference.ipynb", ["MODEL", "PROMPT", "N_PROMPTS", "CONCURRENCY"]),
     ("05_cleanup.ipynb", ["DRY_RUN", "ALL_MY_RUNS", "DELETE_RUN_FILES"]),
 ])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from nbhelpers.widgets import CONFIRM_VARIABLE, machine_options
 from tests.conftest import FAKE_TOKEN
 
 CHROMIUM = "/usr/bin/chromium"
@@ -60,7 +61,8 @@ def lab(tmp_path_factory):
     token, port = secrets.token_hex(16), _free_port()
     env = {**os.environ, "NBHELPERS_BACKEND": "emulator", "NBHELPERS_EMULATOR_URL": running.url,
            "NBHELPERS_STATE_DIR": str(work / "state"), "NBHELPERS_RUN_ID": "browser",
-           "HF_TOKEN": FAKE_TOKEN, "JUPYTER_CONFIG_DIR": str(work / "jupyter-config")}
+           "HF_TOKEN": FAKE_TOKEN, "JUPYTER_CONFIG_DIR": str(work / "jupyter-config"),
+           CONFIRM_VARIABLE: "1"}  # "Run all" deploys here, as if CONFIRM_DEPLOY were ticked
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}",
          "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
@@ -222,4 +224,50 @@ def test_llama32_picker_and_inline_image(browser, lab):
                    f"the vision answer does not name the image: {answer[-300:]}")
     image.first.scroll_into_view_if_needed()
     session.shot("4-image-inline")
+    session.page.close()
+
+
+def test_machine_picker_follows_the_model_and_offers_only_machines_it_starts_on(browser, lab):
+    session = _open(browser, lab, "01_deploy_llama31_text.ipynb")
+    session.command("Run All Cells")
+    session.wait_idle()
+    selects = session.page.locator(".widget-dropdown select")
+    session.expect(selects.count() == 2, "pickers", "the model and machine pickers did not render")
+    model, machine = selects.nth(0), selects.nth(1)
+    machine.scroll_into_view_if_needed()
+    session.shot("1-machines-for-8b")
+    offered = machine.locator("option").all_inner_texts()
+    expected = [label for label, _ in machine_options("Llama-3.1-8B-Instruct")]
+    session.expect(offered == expected, "8b-options",
+                   f"machine options for 8B {offered} differ from {expected}")
+    model.select_option("Llama-3.1-70B-Instruct")
+    expected = [label for label, _ in machine_options("Llama-3.1-70B-Instruct")]
+    deadline = time.monotonic() + 30
+    while machine.locator("option").all_inner_texts() != expected \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)  # the kernel replaces the options over the widget's comm
+    offered = machine.locator("option").all_inner_texts()
+    session.shot("2-machines-for-70b")
+    session.expect(offered == expected, "70b-options",
+                   f"machine options did not follow the model: {offered} vs {expected}")
+    session.expect(offered[0].startswith("a3-highgpu-4g (4 x H100 80GB)")
+                   and any(o.startswith("g2-standard-96 (8 x L4)") for o in offered), "tutorial",
+                   f"the 70B choices lack the tutorial's machines: {offered}")
+    session.expect(machine.input_value() != "" and not any("g2-standard-8 " in o for o in offered),
+                   "invalid", f"a machine too small for 70B is offered: {offered}")
+    try:  # a machine 70B does not start on cannot be chosen: it is no option
+        machine.select_option(label="g2-standard-8 (1 x L4)", timeout=2000)
+        chosen_invalid = True
+    except Exception:
+        chosen_invalid = False
+    session.expect(not chosen_invalid, "refused", "g2-standard-8 could be chosen for 70B")
+    label = next(o for o in offered if o.startswith("g2-standard-96"))
+    machine.select_option(label=label)
+    session.cell(PLAN).locator(".jp-InputPrompt").click()
+    session.command("Run Selected Cell and All Below")
+    session.wait_idle()
+    shown = session.cell_output(PLAN)
+    session.expect("g2-standard-96 (8 x L4)" in shown and "--tensor-parallel-size=8" in shown,
+                   "plan", f"the plan does not follow the picked machine: {shown[:400]}")
+    session.shot("3-plan-on-8-l4")
     session.page.close()
