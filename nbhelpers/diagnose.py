@@ -69,6 +69,10 @@ RULES: tuple[Rule, ...] = (
         r"(?i)\brequest\b.{0,40}\b(has|had|was|is) (been )?(rejected|declined)\b",
         r"(?i)\bstatus:\W{0,3}pending\b", r"(?i)waiting for (approval|access)",
         r"(?i)do not meet the criteria to obtain a licen[cs]e",
+        # The gate itself, before any request is filed (the Hub's gated-model page).
+        r"(?i)agree to share your contact information",
+        r"(?i)\byou (need|must|have) to (accept|agree to) (the |its )?(model'?s? )?"
+        r"(conditions|licen[cs]e|terms)",
     ),
         explanation=
         "The token is fine but the account has not been granted the model yet: the licence "
@@ -213,6 +217,19 @@ RULES: tuple[Rule, ...] = (
         "For a 429 on traffic, retry with backoff (predict_many does) or add replicas."),
     Rule(kind="region_unavailable", patterns=(
         r"does not have enough resources available to fulfill the request",
+        r"(?i)\btry a different (location|zone|region)\b",  # GKE's and GCE's stock-out advice
+        r"(?i)\b(whitelist|allowlist)\w* (to use|for) (the )?(region|location|zone)\b",
+        r"(?i)\b(other |the )?available (regions|locations|zones) (are|include)\b",
+        r"(?i)\b(region|location|zone) [`'\"]?[\w-]+[`'\"]? is not (enabled|allowed|"
+        r"permitted|available)\b", r"constraints/gcp\.resourceLocations",
+        r"(?i)\btemporarily unavailable\b[^\n]{0,40}\b(zone|region|location)\b",
+        # Capacity in any provider's words: GCE's "does not currently have sufficient capacity",
+        # GKE's "GCE out of resources", SageMaker's CapacityError, a scheduler with no GPU node.
+        r"(?i)\b(does|do)(n't| not)( currently)? have (sufficient|enough) ([\w.-]+ )?"
+        r"(capacity|resources)\b", r"GCE out of resources", r"\bCapacityError\b",
+        r"(?i)unable to provision (the )?requested\b", r"Insufficient nvidia\.com/gpu",
+        r"(?i)\b(not enough|insufficient|no( more)?) (\w+ )?capacity\b",
+        r"(?i)\bmachine type\b[^\n]{0,60}\bis not supported\b",
         r"ZONE_RESOURCE_POOL_EXHAUSTED", r"STOCKOUT", r"[Rr]esources are insufficient in region",
         r"(currently )?unavailable in the [\w-]+ (zone|region)",
         r"not available in the (location|region|zone)", r"[Uu]nsupported region",
@@ -286,7 +303,8 @@ RULES: tuple[Rule, ...] = (
         fix=
         "Lower max_num_seqs (Llama 3.2 Vision: 12-16) and max_model_len, set enforce_eager to "
         "skip CUDA graphs, or use more or larger GPUs (tensor_parallel_size = GPU count)."),
-    Rule(kind="max_model_len", patterns=(
+    # Often reported as "an OOM": the KV-cache message names the fix, so it refines an oom.
+    Rule(kind="max_model_len", refines="oom", patterns=(
         r"(?i)max seq(uence)? len(gth)? \(\d+\) is larger than the maximum number of tokens "
         r"that can be stored in KV cache",
         r"To serve at least one request with the models?'s max seq len",
@@ -341,6 +359,8 @@ RULES: tuple[Rule, ...] = (
          deploy_parameters=(("DEDICATED_ENDPOINT", True),)),
     Rule(kind="wrong_host", patterns=(
         r"Dedicated Endpoint cannot be accessed through the shared",
+        r"(?i)\bdedicated endpoints? (cannot|can ?not|can't|could not) be (accessed|reached|"
+        r"called)\b", r"(?i)\bthrough (the|that|a) shared (regional )?(domain|host(name)?)\b",
         r"dedicated endpoint via CloudESF", r"cannot be accessed through the (Vertex AI API|"
         r"shared)", r"(?i)access the endpoint using its dedicated (dns|domain) name",
         r"only supported on dedicated endpoints", r"is not a dedicated endpoint",
@@ -381,6 +401,19 @@ RULES: tuple[Rule, ...] = (
         "Shorten the prompt or lower max_tokens so prompt + completion fit max_model_len; "
         "keep sampling parameters in range (temperature >= 0, 0 < top_p <= 1); send one "
         "image per request, smaller images."),
+    # The client's (or image's) Python lacks a package; SDKs and proxies wrap this in their
+    # own error classes (a BadRequestError that says "import failed"), which are not the cause.
+    Rule(kind="other", patterns=(
+        # Raised, not probed: vLLM logs "No module named 'libtpu'" while it looks for platforms.
+        r"ModuleNotFoundError: No module named", r"(?i)\bimport (failed|error)\b",
+        r"(?i)\bplease (run )?`?pip install\b",
+    ),
+        explanation=
+        "A Python package that the client (or a custom image) needs is not installed, so "
+        "the call failed before it reached a deployment.",
+        fix=
+        "Install the package the message names in the notebook's environment (for Vertex "
+        "AI, `pip install -U google-cloud-aiplatform`) and restart the kernel."),
     Rule(kind="other", patterns=(r"NCCL error",),
          explanation=
          "The GPUs' collective communication (NCCL) failed while the engine started.",
@@ -414,6 +447,17 @@ RULES: tuple[Rule, ...] = (
         r"(?i)\btime(d)?[ -]?out (waiting|while waiting|after)\b",
         r"(?i)\b(worker|request|startup|start-up|socket|read|connect|load) timeout\b",
         r"ProgressDeadlineExceeded", r"GetTimeoutError",
+        # "times out", "timing out"; google-api-core's unfinished long-running operation and its
+        # "did not complete within the designated timeout"; a "900s timeout"; health checks and
+        # readiness waits that give up "after 15s" or "after 30 attempts".
+        r"(?i)\btim(es|ing)[ -]out\b", r"_OperationNotComplete",
+        r"(?i)\b(complete|finish|respond)\w*\s+within\s+the\s+(\w+\s+)?time(out| limit)\b",
+        r"[A-Z]\w*Timeout(Error|Exception)\b", r"(status|code|HTTP|Error)\W{0,4}408\b",
+        r"(?i)\bexceeded (the )?(time limit|max(imum)? (run ?time|execution time|duration))\b",
+        r"(?i)\b(healthy|ready|up|started) in time\b", r"(?i)\bgave up waiting\b",
+        r"(?i)\b\d+(\.\d+)? ?(ms|s|secs?|seconds?|mins?|minutes?|h|hours?)[ -]time-?out\b",
+        r"(?i)\b(health ?check|readiness( probe)?|startup probe|ready)\b[^\n]{0,40}\bafter "
+        r"\d+(\.\d+)? ?(ms|s|secs?|seconds?|mins?|minutes?|attempts|retries|tries)\b",
     ),
         explanation=
         "The request (or the deployment) ran past its time limit: online predictions on a "
@@ -489,6 +533,7 @@ OTHER = Rule(
     fix="Read the evidence lines; the debugging notebook shows the endpoint's newest logs. Errors "
     "such as NCCL failures usually mean a broken multi-GPU start: retry, or use fewer GPUs.",
 )
+_SENTENCE_END = re.compile(r"[.:;!?)\]}`'\"]\s*$")
 _GENERIC = re.compile(r"Model server (exited unexpectedly|never became ready)|Traceback|"
                       r"Error|ERROR|failed", re.IGNORECASE)
 _COMPILED = {id(rule): ([re.compile(p) for p in rule.patterns],
@@ -547,7 +592,18 @@ def _hits(rule: Rule, lines: list[str], text: str) -> list[int]:
         return []
     if unless is not None and unless.search(text):
         return []
-    return [i for i, line in enumerate(lines) if any(p.search(line) for p in patterns)]
+    hits: list[int] = []
+    for i, line in enumerate(lines):
+        if any(p.search(line) for p in patterns):
+            hits.append(i)
+        elif i + 1 < len(lines) and not _SENTENCE_END.search(line):
+            # A message wrapped mid-sentence (issue prose, Markdown, gcloud's YAML) is read
+            # with its next line; both lines are its evidence.
+            joined = f"{line} {lines[i + 1].strip()}"
+            if any(m.start() < len(line) < m.end()  # the match spans the break
+                   for p in patterns for m in p.finditer(joined)):
+                hits += [i, i + 1]
+    return sorted(set(hits))
 
 
 def _root_cause(lines: list[str], text: str) -> tuple[Rule, list[int]] | None:
