@@ -363,8 +363,8 @@ def test_parameters_file_problems_name_the_file_and_line(tmp_path):
 def test_names_for_notebooks_the_run_skips_say_which_notebook_takes_them(out):
     message = refused(out, parameters={"N_PROMPTS": 4}, only=("00", "01"))
     assert "N_PROMPTS is taken only by '03_openai_chat_inference.ipynb'" in message
-    message = refused(out, matrix=[{"MODEL": "Llama-3.2-1B", "PROMPT": "x"}])
-    assert "PROMPT (matrix entry MODEL Llama-3.2-1B)" in message  # a base model: no chat
+    message = refused(out, matrix=[{"MODEL": "Llama-3.2-1B", "SYSTEM_PROMPT": "x"}])
+    assert "SYSTEM_PROMPT (matrix entry MODEL Llama-3.2-1B)" in message  # a base model: no chat
     assert "--only '01_deplyo' matches no notebook (did you mean '01_deploy'?)" in refused(
         out, only=("01_deplyo",))
 
