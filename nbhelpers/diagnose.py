@@ -206,6 +206,8 @@ RULES: tuple[Rule, ...] = (
         r"custom_model_serving_\w+", r"CustomModelServing\w+PerProjectPerRegion",
         r"(?i)\brate[ _-]?limit(ed|s)?\b[^.\n]{0,20}\b(exceeded|reached|hit)\b",
         r"RateLimitError", r"(?i)Too Many Requests", r"\((TPM|RPM)\)",
+        r"ThrottlingException", r"(?i)\b(request|requests|call|calls)\b[^\n]{0,20}\b(was|were|"
+        r"is|are|being) throttled\b",
         r"(?i)\bexceeded (the )?(token |call |request )?rate limit", r"rate_limit_exceeded",
         r"(status|code|HTTP|Error)\W{0,4}429\b",
     ),
@@ -453,7 +455,9 @@ RULES: tuple[Rule, ...] = (
         r"(?i)\btim(es|ing)[ -]out\b", r"_OperationNotComplete",
         r"(?i)\b(complete|finish|respond)\w*\s+within\s+the\s+(\w+\s+)?time(out| limit)\b",
         r"[A-Z]\w*Timeout(Error|Exception)\b", r"(status|code|HTTP|Error)\W{0,4}408\b",
-        r"(?i)\bexceeded (the )?(time limit|max(imum)? (run ?time|execution time|duration))\b",
+        r"(?i)\bexceeded (the )?(time limit|max(imum)? (time|run ?time|execution time|duration))\b",
+        r"(?i)\bdid(n't| not) (load|start|respond|finish|complete|become (ready|healthy))\b"
+        r"[^\n]{0,60}\bwithin\b", r"(?i)\bwithin the (timeout|time limit)( period)?\b",
         r"(?i)\b(healthy|ready|up|started) in time\b", r"(?i)\bgave up waiting\b",
         r"(?i)\b\d+(\.\d+)? ?(ms|s|secs?|seconds?|mins?|minutes?|h|hours?)[ -]time-?out\b",
         r"(?i)\b(health ?check|readiness( probe)?|startup probe|ready)\b[^\n]{0,40}\bafter "

@@ -190,6 +190,9 @@ def test_the_blind_bar_judges_kinds_with_three_or_more_excerpts():
     ("aiohttp.client_exceptions.ServerTimeoutError: Timeout on reading data from socket",
      "timeout"),
     ("error: HTTP status 408", "timeout"),
+    # vLLM's benchmark scripts and a gRPC server's test waiting for their server
+    ("vllm failed to start within the timeout period.", "timeout"),
+    ("server startup exceeded maximum time of 30s", "timeout"),
     # Stock-outs: SageMaker's CapacityError, GKE's autoscaler, Kubernetes' scheduler, and
     # Compute Engine's message wrapped mid-sentence as issue prose and YAML wrap it.
     ("CapacityError: Unable to provision requested ML compute capacity. Please retry using a "
