@@ -26,6 +26,12 @@ from nbhelpers.container import (
 )
 from nbhelpers.errors import ConfigError, DeploymentError
 from nbhelpers.hardware import MACHINE_TYPES, Hardware
+from nbhelpers.limits import (
+    DEDICATED_DEFAULT_INFERENCE_TIMEOUT_S,
+    DEDICATED_MAX_INFERENCE_TIMEOUT_S,
+    SHARED_INFERENCE_TIMEOUT_S,
+    predict_payload_bytes,
+)
 from nbhelpers.model_garden import DEPLOY_WITH, MODEL_GARDEN, VLLM_CONTAINER, Comparison
 from nbhelpers.releases import DEFAULT_TAG, DEPLOYMENT_TIMEOUT_S, image_uri
 from nbhelpers.request_rules import Requests
@@ -114,6 +120,21 @@ class DeploymentPlan:
     deploy_with: str = VLLM_CONTAINER  # or MODEL_GARDEN: OpenModel.deploy (model_garden.py)
     accept_eula: bool = False  # Model Garden: accept the model's licence with the deploy
     verified: Comparison | None = None  # Model Garden: Google's verified configurations
+    # A dedicated endpoint's inference timeout (Endpoint.create's inference_timeout; None:
+    # Google's default, 10 minutes); a shared endpoint ends a prediction at about 60 s.
+    inference_timeout_s: int | None = None
+
+    def endpoint_line(self) -> str:
+        """The endpoint type and what it means for the requests the notebook sends."""
+        if not self.dedicated_endpoint:
+            return (f"shared (requests up to {predict_payload_bytes(dedicated=False):,} bytes, "
+                    f"no streaming, a prediction ends at about {SHARED_INFERENCE_TIMEOUT_S} s)")
+        timeout = (f"inference timeout {self.inference_timeout_s} s"
+                   if self.inference_timeout_s else
+                   f"inference timeout {DEDICATED_DEFAULT_INFERENCE_TIMEOUT_S} s, Google's "
+                   "default")
+        return (f"dedicated (its own DNS name; requests up to "
+                f"{predict_payload_bytes(dedicated=True):,} bytes, streaming, {timeout})")
 
     @property
     def stores_token(self) -> bool:
@@ -140,7 +161,7 @@ class DeploymentPlan:
             f"token:      {self.token_line()}",
             f"hardware:   {self.hardware.describe()}",
             f"replicas:   {self.scaling.describe()}",
-            f"endpoint:   {'dedicated' if self.dedicated_endpoint else 'shared'}",
+            f"endpoint:   {self.endpoint_line()}",
             f"deploy:     {self.deploy_with}" + (
                 " (OpenModel.deploy with this container; endpoint and model labelled once "
                 "made)" if self.deploy_with == MODEL_GARDEN else ""),
@@ -219,7 +240,8 @@ def plan_deployment(
     machine_type: str = "",
     options: VllmOptions | None = None,
     weights_uri: str = "",
-    dedicated_endpoint: bool = False,
+    dedicated_endpoint: bool = True,
+    inference_timeout_s: int | None = None,
     container_tag: str = DEFAULT_TAG,
     family: str | None = None,
     ask_for_token: bool = True,
@@ -238,6 +260,9 @@ def plan_deployment(
     parses them, and `requests`, what the notebook will send once the model serves. The
     plan carries its hourly price in `region` at the most replicas `scaling` allows; a price
     above `max_hourly_cost` (USD; None or 0: no limit) is refused with cheaper choices. The
+    endpoint is dedicated unless `dedicated_endpoint=False` (Model Garden's default since
+    August 2025): its own DNS name, streaming, 10 MB requests, and `inference_timeout_s` (1 to
+    3600; None: Google's 10 minutes); a shared endpoint ends a prediction at about 60 s. The
     Hugging Face token is read last (an interactive run asks for it), and only when the weights
     come from Hugging Face."""
     if family is not None:
@@ -260,6 +285,8 @@ def plan_deployment(
     for name, value in (("dedicated_endpoint", dedicated_endpoint),
                         ("ask_for_token", ask_for_token), ("force", force)):
         checks.flag(name, value)
+    _check_inference_timeout(inference_timeout_s, dedicated=dedicated_endpoint,
+                             deploy_with=deploy_with)
     checks.text("container_tag", container_tag)
     tokens.check_secret_name("hf_token_secret", hf_token_secret)
     image = image_uri(container_tag)
@@ -292,7 +319,8 @@ def plan_deployment(
         if not isinstance(requests, Requests):
             raise ConfigError(f"requests must be nbhelpers.Requests(...) or None, got "
                               f"{shown(requests)} ({type(requests).__name__})")
-        requests.check(spec, max_model_len=resolved.max_model_len or spec.max_model_len)
+        requests.check(spec, max_model_len=resolved.max_model_len or spec.max_model_len,
+                       dedicated=dedicated_endpoint)
     # Weights from Cloud Storage need no token: none is read, so none can be stored. One from
     # Hugging Face is looked for where the runtime keeps it (Secret Manager: the connected
     # project's `hf_token_secret`), and the Hub is asked whether it can read the model.
@@ -306,10 +334,32 @@ def plan_deployment(
                           memory=memory, price=price, container_tag=container_tag, force=force,
                           requests=requests, max_hourly_cost=limit, scaling=scaling,
                           deploy_with=deploy_with, accept_eula=accept_eula,
+                          inference_timeout_s=inference_timeout_s,
                           verified=model_garden.compare(spec, hardware=hardware,
                                                         container=container,
                                                         session=current_session())
                           if deploy_with == MODEL_GARDEN else None)
+
+
+def _check_inference_timeout(value: Any, *, dedicated: bool, deploy_with: str) -> None:
+    """An inference timeout is a dedicated endpoint's, made by Endpoint.create: None, or 1 to
+    3600 seconds."""
+    if value is None:
+        return
+    checks.whole("inference_timeout_s", value, low=1, high=DEDICATED_MAX_INFERENCE_TIMEOUT_S,
+                 why="seconds a dedicated endpoint waits for a prediction; None: Google's "
+                     f"default, {DEDICATED_DEFAULT_INFERENCE_TIMEOUT_S} s")
+    if not dedicated:
+        raise ConfigError(
+            f"inference_timeout_s={value} needs a dedicated endpoint: a shared endpoint ends "
+            f"every prediction at about {SHARED_INFERENCE_TIMEOUT_S} s and takes no timeout. "
+            "Set dedicated_endpoint=True, or inference_timeout_s=None")
+    if deploy_with == MODEL_GARDEN:
+        raise ConfigError(
+            f"inference_timeout_s={value} cannot be set with deploy_with={MODEL_GARDEN!r} "
+            "(OpenModel.deploy makes its endpoint without one, so it keeps Google's "
+            f"{DEDICATED_DEFAULT_INFERENCE_TIMEOUT_S} s); set inference_timeout_s=None or "
+            f"deploy with {VLLM_CONTAINER!r}")
 
 
 def _cheaper_scaling(limit: float, price: prices.PriceEstimate,
@@ -631,7 +681,8 @@ def _deploy_new(session: Session, plan: DeploymentPlan, endpoint: Any, *,
     if endpoint is None:
         endpoint = aiplatform.Endpoint.create(
             display_name=display, labels=labels,
-            dedicated_endpoint_enabled=plan.dedicated_endpoint)
+            dedicated_endpoint_enabled=plan.dedicated_endpoint,
+            inference_timeout=plan.inference_timeout_s)
     record = session.state.deployments.get(key) or {}
     session.state.record_deployment(key, {**record, "endpoint_name": endpoint.resource_name,
                                           "status": "endpoint created"})

@@ -274,31 +274,35 @@ class Requests:
         if self.concurrency is not None:
             check_concurrency(self.concurrency)
 
-    def check(self, model: ModelSpec, *, max_model_len: int) -> None:
+    def check(self, model: ModelSpec, *, max_model_len: int, dedicated: bool = False) -> None:
         """The rules that depend on the model and its max_model_len, applied to the requests
         as the notebook's later cells build them: the image loaded (a vision model is the
-        one that reads it), the chat template, the payload limit."""
+        one that reads it), the chat template, the payload limit of the planned endpoint's
+        type (`dedicated`: 10 MB, else 1.5 MB; limits.predict_payload_bytes)."""
         sampling(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
                  top_k=self.top_k, model=model, context=max_model_len)
         if self.chat:
             check_chat(model, [])
+        checks.flag("dedicated", dedicated)
         if self.prompt is not None:
-            self._check_one(model, self.prompt, max_model_len=max_model_len)
+            self._check_one(model, self.prompt, max_model_len=max_model_len,
+                            dedicated=dedicated)
         if self.question is not None and model.modality == "vision":
             source = _image_source(self.image)
             image = images.sample_image() if source is None or source == "" \
                 else images.load_image(source)
-            self._check_one(model, self.question, image=image, max_model_len=max_model_len)
+            self._check_one(model, self.question, image=image, max_model_len=max_model_len,
+                            dedicated=dedicated)
 
     def _check_one(self, model: ModelSpec, text: str, *, image: Any = None,
-                   max_model_len: int) -> None:
+                   max_model_len: int, dedicated: bool) -> None:
         """One request as the notebook's later cell builds it, measured against the payload
         limit (a chat about an image goes without the system prompt, as in notebook 03)."""
         if self.chat:
             turn = messages(text, system=self.system if image is None else "",
                             images_in=None if image is None else [image])
             check_chat(model, turn)
-            images.check_payload({"messages": turn})
+            images.check_payload({"messages": turn}, dedicated=dedicated)
             return
         if image is not None:
             text = vision_prompt(text, instruct=model.instruct)
@@ -307,7 +311,7 @@ class Requests:
                         context=max_model_len)
         if image is not None:
             body["multi_modal_data"] = {"image": images.to_data_url(image)}
-        images.check_payload({"instances": [body]})
+        images.check_payload({"instances": [body]}, dedicated=dedicated)
 
     def describe(self) -> str:
         said = [f"{name} ({len(value):,} chars)" for name, value in

@@ -110,8 +110,9 @@ def test_a_dedicated_endpoint_is_refused_through_the_shared_host(session, dedica
     assert nbhelpers.predict(dedicated, "Routed?", max_tokens=3)[0].raw.startswith("Prompt:")
 
 
-def test_a_shared_endpoint_is_refused_through_a_dedicated_name(session, shared, emulator):
-    url = f"https://{emulator.vertex.dedicated_dns}/v1/{shared.endpoint_name}:predict"
+def test_a_shared_endpoint_is_refused_through_a_dedicated_name(session, shared, dedicated):
+    dns = dedicated.endpoint().gca_resource.dedicated_endpoint_dns  # another endpoint's name
+    url = f"https://{dns}/v1/{shared.endpoint_name}:predict"
     answer = _post(url, {"instances": [_instance()]}, session)
     assert answer.status_code == 400
     assert "is not a dedicated endpoint" in _error(answer)["message"]

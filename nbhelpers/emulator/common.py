@@ -21,8 +21,8 @@ STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
 
 # (HTTP method, path regex without the final `$`, handler). A handler is called as
 # handler(body, query=..., raw_length=..., headers=..., dedicated_host=..., **path_params) and
-# returns the JSON reply; dedicated_host tells whether the call came through the dedicated-DNS
-# (HTTPS) listener or the shared host.
+# returns the JSON reply; dedicated_host is the endpoint whose dedicated DNS name (its own HTTPS
+# listener) the call came through, or None for the shared host.
 Route = tuple[str, str, Callable[..., Any]]
 
 

@@ -1,12 +1,14 @@
 """The emulator's HTTP server: one module per Google service (see ../shared/docs/
 vertex-rest-contract.md for the Vertex AI REST surface), composed here into one route table and
-served on 127.0.0.1, with an HTTPS listener for dedicated endpoints."""
+served on 127.0.0.1, with an HTTPS listener of its own for each dedicated endpoint (its
+"dedicated DNS name": Google routes a dedicated endpoint's calls by that name)."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import re
+import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +28,7 @@ from nbhelpers.emulator.operations import Operations
 from nbhelpers.emulator.quotas import Quotas
 from nbhelpers.emulator.replica import Replica
 from nbhelpers.emulator.secret_manager import SecretManager
-from nbhelpers.emulator.serving import Proxy, Serving
+from nbhelpers.emulator.serving import Proxy, Serving, deadline_exceeded
 from nbhelpers.emulator.setup_apis import SetupApis
 from nbhelpers.emulator.vertex_ai import VertexAI
 
@@ -59,7 +61,9 @@ class VertexEmulator:
                                  quotas=self.quotas, logging=self.logging,
                                  describe=self._describe)
         self._server: Server | None = None
-        self._tls_server: Server | None = None
+        self._tls_context: ssl.SSLContext | None = None
+        self._dedicated_servers: dict[str, Server] = {}  # endpoint name -> its own listener
+        self._dedicated_lock = threading.Lock()
         self.ca_file: str | None = None
         self.storage_url: str | None = None
         self.routes: list[tuple[str, re.Pattern[str], Callable[..., Any]]] = [
@@ -92,14 +96,16 @@ class VertexEmulator:
     def replicas(self) -> dict[str, Replica]:
         return self.deployments.replicas
 
-    @property
-    def dedicated_dns(self) -> str | None:
-        return self.vertex_ai.dedicated_dns
+    def dedicated_addresses(self) -> dict[str, str]:
+        """Each dedicated endpoint's listener ("127.0.0.1:PORT"), by endpoint name."""
+        with self._dedicated_lock:
+            return {name: f"127.0.0.1:{server.server_address[1]}"
+                    for name, server in self._dedicated_servers.items()}
 
     def _describe(self) -> dict[str, Any]:
         """What clients need to reach the emulator's other listeners (/emulator/info)."""
         return {"storage_url": self.storage_url, "ca_file": self.ca_file,
-                "dedicated_dns": self.dedicated_dns}
+                "dedicated_endpoints": self.dedicated_addresses()}
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self, host: str = "127.0.0.1", port: int = 0,
@@ -117,25 +123,47 @@ class VertexEmulator:
         if tls_dir is not None:
             from nbhelpers.emulator.tls import make_certificate, server_context
 
-            class DedicatedHandler(_Handler):
-                owner = emulator
-                dedicated_host = True  # this listener stands in for dedicated DNS names
-
-                def setup(self) -> None:
-                    # The TLS handshake runs in the connection's own thread: done in accept(),
-                    # it would make every new client wait for all the handshakes before it.
-                    self.request.do_handshake()
-                    super().setup()
-
             cert, key = make_certificate(tls_dir)
-            self._tls_server = Server(("127.0.0.1", 0), DedicatedHandler)
-            self._tls_server.socket = server_context(cert, key).wrap_socket(
-                self._tls_server.socket, server_side=True, do_handshake_on_connect=False)
-            threading.Thread(target=self._tls_server.serve_forever, daemon=True,
-                             name="vertex-emulator-tls").start()
+            self._tls_context = server_context(cert, key)
             self.ca_file = str(cert)
-            self.vertex_ai.serve_dedicated_at(f"127.0.0.1:{self._tls_server.server_address[1]}")
+            self.vertex_ai.serve_dedicated_with(self._open_dedicated, self._close_dedicated)
         return self
+
+    def _open_dedicated(self, endpoint_name: str) -> str:
+        """Opens the HTTPS listener that stands in for one dedicated endpoint's DNS name (one
+        certificate for 127.0.0.1 serves every port); returns its address."""
+        assert self._tls_context is not None, "dedicated endpoints need the TLS folder"
+        emulator = self
+
+        class DedicatedHandler(_Handler):
+            owner = emulator
+            dedicated_host = endpoint_name  # the one endpoint this address serves
+
+            def setup(self) -> None:
+                # The TLS handshake runs in the connection's own thread: done in accept(),
+                # it would make every new client wait for all the handshakes before it.
+                self.request.do_handshake()
+                super().setup()
+
+        server = Server(("127.0.0.1", 0), DedicatedHandler)
+        server.socket = self._tls_context.wrap_socket(server.socket, server_side=True,
+                                                      do_handshake_on_connect=False)
+        with self._dedicated_lock:
+            previous = self._dedicated_servers.pop(endpoint_name, None)
+            self._dedicated_servers[endpoint_name] = server
+        if previous is not None:
+            _close_servers([previous])
+        threading.Thread(target=server.serve_forever, daemon=True,
+                         name=f"vertex-emulator-dedicated-{endpoint_name.split('/')[-1]}").start()
+        return f"127.0.0.1:{server.server_address[1]}"
+
+    def _close_dedicated(self, endpoint_name: str) -> None:
+        """Closes a deleted endpoint's listener, without waiting (shutdown() waits for the
+        listener's next poll, up to half a second, which cleanup of many endpoints would pay)."""
+        with self._dedicated_lock:
+            server = self._dedicated_servers.pop(endpoint_name, None)
+        if server is not None:
+            threading.Thread(target=_close_servers, args=([server],), daemon=True).start()
 
     @property
     def url(self) -> str:
@@ -144,18 +172,30 @@ class VertexEmulator:
 
     def stop(self) -> None:
         self.deployments.stop_replicas()
-        for server in (self._server, self._tls_server):
-            if server is not None:
-                server.shutdown()
-                server.server_close()
-        self._server = self._tls_server = None
+        with self._dedicated_lock:
+            servers = list(self._dedicated_servers.values())
+            self._dedicated_servers.clear()
+        _close_servers([*servers, *([self._server] if self._server else [])])
+        self._server = None
+
+
+def _close_servers(servers: list[Server]) -> None:
+    """Stops listeners together: each shutdown() waits for its own poll (0.5 s), so one at a
+    time would add up."""
+    stoppers = [threading.Thread(target=server.shutdown, daemon=True) for server in servers]
+    for thread in stoppers:
+        thread.start()
+    for thread, server in zip(stoppers, servers, strict=True):
+        thread.join()
+        server.server_close()
 
 
 class _Handler(JsonHandler):
     owner: VertexEmulator
-    # Whether requests arrive through a dedicated endpoint's DNS name (the HTTPS listener) or
-    # the shared regional host: serving refuses an endpoint called through the wrong one.
-    dedicated_host = False
+    # The endpoint whose dedicated DNS name (its own HTTPS listener) the requests arrive
+    # through, or None for the shared regional host: serving refuses an endpoint called
+    # through another's name or through the wrong kind of host.
+    dedicated_host: str | None = None
 
     def _dispatch(self, method: str) -> None:
         """Runs the first route that matches, and replies with its JSON, its error in Google's
@@ -193,25 +233,37 @@ class _Handler(JsonHandler):
         """Passes the replica's answer through: JSON whole, server-sent events as they come, in
         HTTP/1.1 chunks so the client's (TLS) connection stays open for its next request."""
         parts = urlsplit(proxy.url)
+        # The endpoint's inference timeout bounds the wait for the replica (and each pause
+        # of a stream); past it the front end answers 504, as for :predict (serving.py).
         upstream = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
-                                              timeout=120)
+                                              timeout=proxy.timeout_s)
         try:
-            upstream.request("POST", parts.path, json.dumps(proxy.body).encode(),
-                             {"Content-Type": "application/json"})
-            response = upstream.getresponse()
-            content_type = response.getheader("Content-Type", "application/json")
+            try:
+                upstream.request("POST", parts.path, json.dumps(proxy.body).encode(),
+                                 {"Content-Type": "application/json"})
+                response = upstream.getresponse()
+                content_type = response.getheader("Content-Type", "application/json")
+                streamed = content_type.startswith("text/event-stream")
+                data = b"" if streamed else response.read()
+            except TimeoutError:
+                err = deadline_exceeded(proxy.timeout_s)
+                return self.send_json(err.http_status, {"error": {
+                    "code": err.http_status, "message": err.message, "status": err.status}})
             self.send_response(response.status)
             self.send_header("Content-Type", content_type)
-            if not content_type.startswith("text/event-stream"):
-                data = response.read()
+            if not streamed:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
                 return
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            while data := response.read1(65536):  # what has arrived, not line by line
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            try:
+                while data := response.read1(65536):  # what has arrived, not line by line
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            except TimeoutError:  # stalled past the timeout: cut off, not a clean end
+                self.close_connection = True
+                return
             self.wfile.write(b"0\r\n\r\n")
         finally:
             upstream.close()

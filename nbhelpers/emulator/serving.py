@@ -1,8 +1,10 @@
 """Online serving on an endpoint: `:predict`, `:streamRawPredict` and OpenAI chat completions,
 passed on to the replica of the deployed model that takes the traffic, after the checks Vertex
 AI's front end makes, in this order: the host the call came through (an endpoint is served either
-on the shared regional host or on its own dedicated DNS name, never both), streaming (dedicated
-endpoints only), the access token, injected faults, and the payload size of the endpoint's type.
+on the shared regional host or on its own dedicated DNS name, never both, and one dedicated
+endpoint's name serves that endpoint only), streaming (dedicated endpoints only), the access
+token, injected faults, and the payload size of the endpoint's type; then the wait for the
+replica, bounded by the endpoint's inference timeout (504 past it).
 
 Sources (read 2026-11-26):
 - "Choose an endpoint type" (cloud.google.com/vertex-ai/docs/predictions/choose-endpoint-type):
@@ -17,10 +19,16 @@ Sources (read 2026-11-26):
   (2025-04-09): FAILED_PRECONDITION "Dedicated Endpoint cannot be accessed through the shared
   Vertex AI domain aiplatform.googleapis.com. Please access the endpoint using its dedicated
   domain name '<dns>'".
+- "Create a public endpoint" (.../predictions/create-public-endpoint): a dedicated endpoint's
+  request timeout is 10 minutes unless clientConnectionConfig.inferenceTimeout sets it (at most
+  3600 s); python-aiplatform#1158 (2022-04, a maintainer): shared endpoints' "60s timeout is a
+  Prediction service's internal time out"; python-automl#1 quotes "504 Deadline Exceeded"
+  from a Google prediction service.
 Assumptions (no public wording found): the status and words of the streaming refusal on a
-shared endpoint, and of a shared endpoint called through a dedicated name (on Google that name
-does not exist; here every dedicated endpoint shares one HTTPS listener, so it is refused in
-words); the payload-size message.
+shared endpoint, of a call through one dedicated endpoint's name to another endpoint (Google
+routes by the name; here each dedicated endpoint has a listener of its own, and a path of
+another endpoint is refused in words), of a shared endpoint called through a dedicated name;
+the payload-size message; the timed-out prediction's body (504 DEADLINE_EXCEEDED).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from nbhelpers.emulator import access
 from nbhelpers.emulator.common import ApiError, Route, State
 from nbhelpers.emulator.httpbase import ConnectionPool
 from nbhelpers.emulator.replica import Replica
-from nbhelpers.emulator.vertex_ai import ENDPOINT, find_endpoint
+from nbhelpers.emulator.vertex_ai import ENDPOINT, find_endpoint, inference_timeout_s
 from nbhelpers.limits import predict_payload_bytes
 
 _FAULT_MESSAGES = {503: "Took too long to respond.", 429: "Rate of traffic exceeds serving "
@@ -41,10 +49,18 @@ SHARED_DOMAIN = "aiplatform.googleapis.com"
 
 
 class Proxy:
-    """A response streamed through from a replica (chat completions, SSE or JSON)."""
+    """A response streamed through from a replica (chat completions, SSE or JSON), waited for
+    at most `timeout_s` (the endpoint's inference timeout)."""
 
-    def __init__(self, url: str, body: dict[str, Any]):
-        self.url, self.body = url, body
+    def __init__(self, url: str, body: dict[str, Any], *, timeout_s: float):
+        self.url, self.body, self.timeout_s = url, body, timeout_s
+
+
+def deadline_exceeded(timeout_s: float) -> ApiError:
+    """The front end's answer when the container has not answered within the endpoint's
+    inference timeout (the container may still finish the work: nobody gets its answer)."""
+    return ApiError(504, f"Deadline Exceeded: the model server did not answer within the "
+                    f"endpoint's inference timeout of {timeout_s:g}s.", "DEADLINE_EXCEEDED")
 
 
 def is_dedicated(endpoint: dict[str, Any]) -> bool:
@@ -59,7 +75,8 @@ class Serving:
         self.state, self.replicas = state, replicas
         self.faults: list[dict[str, Any]] = []  # injected errors for serving calls
         self.expired_tokens: set[str] = set()
-        self._pool = ConnectionPool()
+        # One pool per inference timeout: a kept connection keeps the timeout it was made with.
+        self._pools: dict[float, ConnectionPool] = {}
 
     def routes(self) -> list[Route]:
         return [("POST", ENDPOINT + r":predict", self.predict),
@@ -94,6 +111,14 @@ class Serving:
         faults, the payload size. Returns the endpoint."""
         endpoint = find_endpoint(self.state, project=project, location=location, eid=eid)
         dedicated = is_dedicated(endpoint)
+        if dedicated and dedicated_host and dedicated_host != endpoint["name"]:
+            called = self.state.data["endpoints"].get(dedicated_host) or {}
+            raise ApiError(400, f"The dedicated domain name "
+                           f"'{called.get('dedicatedEndpointDns', '')}' serves endpoint "
+                           f"{dedicated_host}, not {endpoint['name']}; send this endpoint's "
+                           "requests to its own dedicated domain name "
+                           f"'{endpoint.get('dedicatedEndpointDns', '')}'.",
+                           "FAILED_PRECONDITION")
         if dedicated and not dedicated_host:
             raise ApiError(400, f"Dedicated Endpoint cannot be accessed through the shared "
                            f"Vertex AI domain {SHARED_DOMAIN}. Please access the endpoint "
@@ -141,7 +166,13 @@ class Serving:
                                    headers=headers, raw_length=raw_length,
                                    dedicated_host=dedicated_host, streaming=False)
         deployed, replica = self._serving(endpoint)
-        status, payload = self._pool.post_json(replica.url + replica.predict_route, body)
+        timeout_s = inference_timeout_s(endpoint)
+        pool = self._pools.get(timeout_s) or self._pools.setdefault(timeout_s, ConnectionPool())
+        try:
+            status, payload = pool.post_json(replica.url + replica.predict_route, body,
+                                             timeout=timeout_s)
+        except TimeoutError:
+            raise deadline_exceeded(timeout_s) from None
         if status != 200:
             raise ApiError(status if status < 500 else 500,
                            f"Prediction failed: the model server answered {status}: "
@@ -157,7 +188,8 @@ class Serving:
                                    headers=headers, raw_length=raw_length,
                                    dedicated_host=dedicated_host, streaming=True)
         _, replica = self._serving(endpoint)
-        return Proxy(replica.url + replica.predict_route, body)
+        return Proxy(replica.url + replica.predict_route, body,
+                     timeout_s=inference_timeout_s(endpoint))
 
     def chat(self, body: dict[str, Any], *, project: str, location: str, eid: str,
              raw_length: int = 0, headers: Any = None, dedicated_host: bool = False,
@@ -167,4 +199,5 @@ class Serving:
                                    dedicated_host=dedicated_host,
                                    streaming=bool(body.get("stream")))
         _, replica = self._serving(endpoint)
-        return Proxy(replica.url + "/v1/chat/completions", body)
+        return Proxy(replica.url + "/v1/chat/completions", body,
+                     timeout_s=inference_timeout_s(endpoint))

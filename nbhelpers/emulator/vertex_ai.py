@@ -1,7 +1,19 @@
 """Vertex AI endpoints and models: create, list (with label filters), get and delete, an
 endpoint's own IAM policy, and the lookups the deployment and serving modules use, answered in
 Vertex AI's own wording. Callers named restricted principals are held to their IAM roles
-(see access.py)."""
+(see access.py).
+
+A dedicated endpoint gets its own address, as on Google each gets its own DNS name
+(`E.REGION-NUMBER.prediction.vertexai.goog`): `*.localhost` names do not resolve on every
+machine (glibc without nss-myhostname does not), so here it is a port of its own on 127.0.0.1,
+opened by the server when the endpoint is made and closed when it is deleted. Its inference
+timeout (`clientConnectionConfig.inferenceTimeout`, a proto Duration such as "600s") is kept
+and enforced by serving.py. Sources: "Create a public endpoint"
+(cloud.google.com/vertex-ai/docs/predictions/create-public-endpoint, read 2026-11-26): a
+dedicated endpoint's request timeout defaults to 10 minutes and may be set up to 3600 s with
+clientConnectionConfig.inferenceTimeout at creation; google-cloud-aiplatform 2.7.0
+`Endpoint.create(inference_timeout=...)` sends it only with dedicated_endpoint_enabled.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +33,11 @@ from nbhelpers.emulator.common import (
 )
 from nbhelpers.emulator.operations import Operations
 from nbhelpers.emulator.setup_apis import CONCURRENT_CHANGE, _etag
+from nbhelpers.limits import (
+    DEDICATED_DEFAULT_INFERENCE_TIMEOUT_S,
+    DEDICATED_MAX_INFERENCE_TIMEOUT_S,
+    SHARED_INFERENCE_TIMEOUT_S,
+)
 
 EMPTY = "type.googleapis.com/google.protobuf.Empty"
 TOKEN_PLACEHOLDER = "<set at upload; not stored by the emulator>"
@@ -50,6 +67,43 @@ def find_model(state: State, *, project: str, location: str, mid: str) -> dict[s
     """The model (a version suffix `@N` is ignored: there is one version), or Vertex AI's 404."""
     name = f"{parent(project, location)}/models/{mid.split('@')[0]}"
     return _lookup(state, "models", name=name, missing='The Model "{name}" does not exist.')
+
+
+def inference_timeout_s(endpoint: dict[str, Any]) -> float:
+    """How long the serving front end waits for the endpoint's container: the endpoint's own
+    inference timeout, else its type's (10 min dedicated, 60 s shared)."""
+    if not endpoint.get("dedicatedEndpointEnabled"):
+        return SHARED_INFERENCE_TIMEOUT_S
+    configured = (endpoint.get("clientConnectionConfig") or {}).get("inferenceTimeout")
+    return _duration_s(configured) if configured else DEDICATED_DEFAULT_INFERENCE_TIMEOUT_S
+
+
+def _duration_s(value: Any) -> float:
+    """A proto Duration in JSON ("600s", "1.5s"), as the REST transport sends it."""
+    match = re.fullmatch(r"(\d+(?:\.\d{1,9})?)s", str(value))
+    if not match:
+        raise ApiError(400, f"Invalid value at 'endpoint.client_connection_config."
+                       f"inference_timeout' ({value!r}): a duration such as \"600s\".")
+    return float(match.group(1))
+
+
+def _client_connection_config(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The endpoint's clientConnectionConfig, checked: a positive inference timeout of at most
+    an hour, on a dedicated endpoint (shared ones end a prediction at about 60 s)."""
+    config = body.get("clientConnectionConfig") or {}
+    if not config.get("inferenceTimeout"):
+        return None
+    seconds = _duration_s(config["inferenceTimeout"])
+    if not body.get("dedicatedEndpointEnabled"):
+        raise ApiError(400, "client_connection_config.inference_timeout applies to dedicated "
+                       "endpoints (dedicated_endpoint_enabled) and Private Service Connect "
+                       "endpoints only; a shared public endpoint ends a prediction at "
+                       f"{SHARED_INFERENCE_TIMEOUT_S} s.")
+    if not 0 < seconds <= DEDICATED_MAX_INFERENCE_TIMEOUT_S:
+        raise ApiError(400, f"client_connection_config.inference_timeout must be more than 0 "
+                       f"and at most {DEDICATED_MAX_INFERENCE_TIMEOUT_S}s, got "
+                       f"{config['inferenceTimeout']}.")
+    return {"inferenceTimeout": config["inferenceTimeout"]}
 
 
 def parse_filter(text: str) -> list[tuple[str, str]]:
@@ -82,7 +136,10 @@ class VertexAI:
 
     def __init__(self, state: State, operations: Operations, busy: Callable[[str], bool]):
         self.state, self.operations, self.busy = state, operations, busy
-        self.dedicated_dns: str | None = None  # the HTTPS listener for dedicated endpoints
+        # The server's listeners: open(endpoint name) -> "127.0.0.1:PORT", close(endpoint name).
+        # None until it serves HTTPS: dedicated endpoints then get Google-shaped names.
+        self._open_address: Callable[[str], str] | None = None
+        self._close_address: Callable[[str], None] = lambda name: None
 
     def routes(self) -> list[Route]:
         return [
@@ -101,14 +158,22 @@ class VertexAI:
             ("POST", r"/emulator/restricted-principals", self.restrict_principal),
         ]
 
-    def serve_dedicated_at(self, dns: str) -> None:
-        """Dedicated endpoints are served by the HTTPS listener; its port changes between runs,
-        so endpoints kept in the state file are pointed at the new one."""
-        self.dedicated_dns = dns
+    def serve_dedicated_with(self, open_address: Callable[[str], str],
+                             close_address: Callable[[str], None]) -> None:
+        """Each dedicated endpoint is served on its own listener from now on; ports change
+        between runs, so endpoints kept in the state file get a listener and a new address."""
+        self._open_address, self._close_address = open_address, close_address
         with self.state.lock:
-            for endpoint in self.state.data["endpoints"].values():
+            for name, endpoint in self.state.data["endpoints"].items():
                 if endpoint.get("dedicatedEndpointEnabled"):
-                    endpoint["dedicatedEndpointDns"] = dns
+                    endpoint["dedicatedEndpointDns"] = open_address(name)
+            self.state.save()
+
+    def _dedicated_dns(self, name: str, *, project: str, location: str) -> str:
+        if self._open_address is not None:
+            return self._open_address(name)
+        return (f"{name.split('/')[-1]}.{location}-{project_number(project)}"
+                ".prediction.vertexai.goog")
 
     def _list(self, collection: str, *, project: str, location: str,
               query: dict[str, str], headers: Any = None) -> dict[str, Any]:
@@ -161,13 +226,13 @@ class VertexAI:
                     "trafficSplit": {}}
         if body.get("description"):
             endpoint["description"] = body["description"]
+        connection = _client_connection_config(body)  # checked before anything exists
+        if connection:
+            endpoint["clientConnectionConfig"] = connection
         if body.get("dedicatedEndpointEnabled"):
             endpoint["dedicatedEndpointEnabled"] = True
-            # Real DNS names look like E.REGION-NUMBER.prediction.vertexai.goog; ours must be
-            # reachable, so it is the HTTPS listener on 127.0.0.1.
-            endpoint["dedicatedEndpointDns"] = self.dedicated_dns or (
-                f"{name.split('/')[-1]}.{location}-{project_number(project)}"
-                ".prediction.vertexai.goog")
+            endpoint["dedicatedEndpointDns"] = self._dedicated_dns(name, project=project,
+                                                                   location=location)
         self._add("endpoints", endpoint)
         return self.operations.create(name, {"@type": V1 + "Endpoint", **endpoint})
 
@@ -194,6 +259,8 @@ class VertexAI:
                            "before deleting the endpoint.", "FAILED_PRECONDITION")
         with self.state.lock:  # its IAM policy goes with it
             self.state.data.get(access.ENDPOINT_POLICIES, {}).pop(endpoint["name"], None)
+        if endpoint.get("dedicatedEndpointEnabled"):
+            self._close_address(endpoint["name"])  # its DNS name goes too
         return self._remove("endpoints", endpoint)
 
     def _endpoint_policy(self, name: str) -> dict[str, Any]:
