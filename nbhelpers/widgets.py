@@ -52,10 +52,10 @@ def machine_label(model: ModelSpec, machine: str) -> str:
     """How the machine picker names a choice: GPUs, hourly price, and whether the tutorial
     uses it for this model."""
     price = prices.estimate(machine)
-    cost = f"${price.usd_per_hour:,.2f}/hour" if price.known else "no price known"
+    cost = f"about ${price.usd_per_hour:,.2f}/hour" if price.known else "no price known"
     tutorial = [model.hardware.machine_type, *(h.machine_type for h in model.alternatives)]
     said = " (the tutorial's)" if machine in tutorial else ""
-    return f"{Hardware.for_machine(machine).describe()}, about {cost}{said}"
+    return f"{Hardware.for_machine(machine).describe()}, {cost}{said}"
 
 
 def machine_options(model: str | ModelSpec) -> list[tuple[str, str]]:

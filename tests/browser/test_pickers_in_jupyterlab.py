@@ -227,6 +227,11 @@ def test_llama32_picker_and_inline_image(browser, lab):
     session.page.close()
 
 
+def _option_texts(select) -> list[str]:
+    """A select's option labels as the widget was given them (it renders spaces as NBSP)."""
+    return [text.replace("\xa0", " ") for text in select.locator("option").all_inner_texts()]
+
+
 def test_machine_picker_follows_the_model_and_offers_only_machines_it_starts_on(browser, lab):
     session = _open(browser, lab, "01_deploy_llama31_text.ipynb")
     session.command("Run All Cells")
@@ -236,17 +241,18 @@ def test_machine_picker_follows_the_model_and_offers_only_machines_it_starts_on(
     model, machine = selects.nth(0), selects.nth(1)
     machine.scroll_into_view_if_needed()
     session.shot("1-machines-for-8b")
-    offered = machine.locator("option").all_inner_texts()
+    rendered_8b = machine.locator("option").all_inner_texts()
+    too_small = next(o for o in rendered_8b if o.startswith("g2-standard-8\xa0"))  # 1 x L4
+    offered = _option_texts(machine)
     expected = [label for label, _ in machine_options("Llama-3.1-8B-Instruct")]
     session.expect(offered == expected, "8b-options",
                    f"machine options for 8B {offered} differ from {expected}")
     model.select_option("Llama-3.1-70B-Instruct")
     expected = [label for label, _ in machine_options("Llama-3.1-70B-Instruct")]
     deadline = time.monotonic() + 30
-    while machine.locator("option").all_inner_texts() != expected \
-            and time.monotonic() < deadline:
+    while _option_texts(machine) != expected and time.monotonic() < deadline:
         time.sleep(0.5)  # the kernel replaces the options over the widget's comm
-    offered = machine.locator("option").all_inner_texts()
+    offered = _option_texts(machine)
     session.shot("2-machines-for-70b")
     session.expect(offered == expected, "70b-options",
                    f"machine options did not follow the model: {offered} vs {expected}")
@@ -256,12 +262,13 @@ def test_machine_picker_follows_the_model_and_offers_only_machines_it_starts_on(
     session.expect(machine.input_value() != "" and not any("g2-standard-8 " in o for o in offered),
                    "invalid", f"a machine too small for 70B is offered: {offered}")
     try:  # a machine 70B does not start on cannot be chosen: it is no option
-        machine.select_option(label="g2-standard-8 (1 x L4)", timeout=2000)
+        machine.select_option(label=too_small, timeout=2000)  # an 8B choice, as rendered
         chosen_invalid = True
     except Exception:
         chosen_invalid = False
     session.expect(not chosen_invalid, "refused", "g2-standard-8 could be chosen for 70B")
-    label = next(o for o in offered if o.startswith("g2-standard-96"))
+    label = next(o for o in machine.locator("option").all_inner_texts()
+                 if o.startswith("g2-standard-96"))  # as rendered
     machine.select_option(label=label)
     session.cell(PLAN).locator(".jp-InputPrompt").click()
     session.command("Run Selected Cell and All Below")
