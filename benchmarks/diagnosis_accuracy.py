@@ -4,12 +4,15 @@ tests/data/error_excerpts.json holds excerpts copied from public issues, forums 
 once by source thread into a development set and a held-out set; the rules' author read both,
 so the held-out figure is optimistic. Blind rounds (error_excerpts_blind.json is round 1,
 error_excerpts_blindN.json round N) are collected by someone who never saw the rules and scored
-once; a round's file then gets a "scored" note with that figure and the round becomes
-development data. Every round present is scored; one without a "scored" note is never seen, and
-its figure is the one to report. `--misses SPLIT` lists the misses of one set (only of sets the
-rules' author has seen: asking for a never-seen round's would tune on it).
+once; a round's file then gets a "scored" note: {"note": prose, "rules_commit", "correct",
+"total", "per_kind": {kind: [correct, total]}, "used_for_development"}. A round tuned on since
+(used_for_development true) is development data and held to the bar; one scored but not tuned on
+is a measurement (its once-only figure stands; the rules are not re-tuned to it); one without a
+"scored" note is never seen, and its figure is the one to report. `--misses SPLIT` lists the
+misses of one set (only of sets the rules' author has seen: asking for a never-seen round's
+would tune on it).
 
-    NBH_EXCLUDE_BLIND=4 python benchmarks/diagnosis_accuracy.py [--misses development]
+    NBH_EXCLUDE_BLIND=5 python benchmarks/diagnosis_accuracy.py [--misses development]
 
 NBH_EXCLUDE_BLIND names rounds (comma-separated numbers) whose files are not opened at all: a
 round still being collected, or one whose once-only scoring is not due yet.
@@ -25,6 +28,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "tests" / "data"
 DATA = DATA_DIR / "error_excerpts.json"
@@ -32,14 +36,14 @@ SPLITS = ("development", "held_out")  # the splits inside error_excerpts.json
 # The bar every blind round is held to (a kind with fewer excerpts is printed, not judged: one
 # miss would be 50%).
 BLIND_OVERALL, BLIND_PER_KIND, BLIND_MIN_EXCERPTS = 0.9, 0.8, 3
-EXCLUDE_ENV = "NBH_EXCLUDE_BLIND"  # rounds to leave unopened, e.g. "4" while round 4 is collected
+EXCLUDE_ENV = "NBH_EXCLUDE_BLIND"  # rounds to leave unopened, e.g. "5" while round 5 is collected
 
 
 @dataclass(frozen=True)
 class BlindRound:
     number: int
     path: Path
-    scored: str  # the file's note of its one blind score; empty while never seen
+    scored: dict[str, Any]  # the file's record of its one blind score; empty while never seen
 
     @property
     def split(self) -> str:
@@ -50,16 +54,52 @@ class BlindRound:
         return bool(self.scored)
 
     @property
+    def used_for_development(self) -> bool:
+        """Tuned on since its one scoring: held to the bar like the development split."""
+        return isinstance(self.scored, dict) and self.scored.get("used_for_development") is True
+
+    @property
     def once_only(self) -> str:
         """The figure of its one blind scoring ("66/74 = 89.2%"), from the "scored" note."""
-        score = re.search(r"\d+/\d+ = [\d.]+%", self.scored)
-        return score.group(0) if score else ""
+        if not self.seen or scored_note_problems(self.scored):
+            return ""
+        right, total = self.scored["correct"], self.scored["total"]
+        return f"{right}/{total} = {right / total:.1%}"
 
     def legend(self) -> str:
-        if self.seen:
-            once = f"scored once before tuning: {self.once_only}; " if self.once_only else ""
-            return f"blind round {self.number} ({once}now development)"
-        return f"blind round {self.number} (never seen: the figure to report)"
+        if not self.seen:
+            return f"blind round {self.number} (never seen: the figure to report)"
+        once = f"scored once: {self.once_only} on {self.scored.get('rules_commit', '?')}"
+        state = "now development" if self.used_for_development else \
+            "a measurement, not tuned on"
+        return f"blind round {self.number} ({once}; {state})"
+
+
+def scored_note_problems(scored: Any, kinds: tuple[str, ...] | None = None) -> list[str]:
+    """What is wrong with a round's "scored" record (empty when well-formed): its counts must
+    add up per kind, name known kinds, and say which rules (a commit) were scored."""
+    if not isinstance(scored, dict):
+        return [f"'scored' is {type(scored).__name__}, not an object"]
+    need = {"note": str, "rules_commit": str, "correct": int, "total": int, "per_kind": dict,
+            "used_for_development": bool}
+    problems = [f"{key} missing or not {kind.__name__}" for key, kind in need.items()
+                if not isinstance(scored.get(key), kind)]
+    if problems:
+        return problems
+    if not re.fullmatch(r"[0-9a-f]{7,40}", scored["rules_commit"]):
+        problems.append(f"rules_commit {scored['rules_commit']!r} is not a commit hash")
+    per_kind = scored["per_kind"]
+    if bad := [k for k, v in per_kind.items() if not (isinstance(v, list) and len(v) == 2
+               and all(isinstance(n, int) for n in v) and 0 <= v[0] <= v[1])]:
+        problems.append(f"per_kind entries {bad} are not [correct, total]")
+    elif (sum(v[0] for v in per_kind.values()), sum(v[1] for v in per_kind.values())) != \
+            (scored["correct"], scored["total"]):
+        problems.append("per_kind does not add up to correct/total")
+    if not 0 < scored["total"] or not 0 <= scored["correct"] <= scored["total"]:
+        problems.append(f"correct/total {scored['correct']}/{scored['total']} is impossible")
+    if kinds is not None and (unknown := sorted(set(per_kind) - set(kinds))):
+        problems.append(f"per_kind names unknown kinds {unknown}; valid: {list(kinds)}")
+    return problems
 
 
 def excluded_rounds(value: str | None = None) -> set[int]:
@@ -84,7 +124,7 @@ def blind_rounds(data_dir: Path = DATA_DIR, *, exclude: set[int] | None = None,
         number = re.fullmatch(r"error_excerpts_blind(\d*)\.json", path.name)
         if number is None or int(number.group(1) or 1) in skip:
             continue
-        scored = json.loads(path.read_text()).get("scored", "")
+        scored = json.loads(path.read_text()).get("scored", {})
         rounds.append(BlindRound(int(number.group(1) or 1), path, scored))
     return sorted(rounds, key=lambda r: r.number)
 
@@ -180,6 +220,18 @@ def shortfalls(report: Report, split: str) -> list[str]:
     return short
 
 
+def round_line(report: Report, blind: BlindRound) -> str:
+    """A round's once-only figure, today's, and where today's stands against the bar."""
+    short = shortfalls(report, blind.split)
+    role = ("development" if blind.used_for_development else
+            "measurement" if blind.seen else "never seen")
+    return (f"{blind.split} ({role}): once-only "
+            f"{blind.once_only or 'not scored yet'}; now {report.overall(blind.split)}; "
+            f"{'under the bar: ' + ', '.join(short) if short else 'meets the bar'} "
+            f"(>= {BLIND_OVERALL:.0%} overall, >= {BLIND_PER_KIND:.0%} per kind with "
+            f">= {BLIND_MIN_EXCERPTS} excerpts)")
+
+
 def main(argv: list[str] | None = None) -> int:
     rounds = blind_rounds()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -189,12 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     report = score(load_all(rounds))
     print(report.table())
     for blind in rounds:
-        short = shortfalls(report, blind.split)
-        print(f"{blind.split}: once-only {blind.once_only or 'not scored yet (never seen)'}; "
-              f"now {report.overall(blind.split)}; "
-              f"{'under the bar: ' + ', '.join(short) if short else 'meets the bar'} "
-              f"(>= {BLIND_OVERALL:.0%} overall, >= {BLIND_PER_KIND:.0%} per kind with "
-              f">= {BLIND_MIN_EXCERPTS} excerpts)")
+        print(round_line(report, blind))
     for miss in report.misses:
         if miss["split"] == args.misses:
             print(f"\nmiss [{miss['kind']} -> {miss['got']}] {miss['source']}\n"

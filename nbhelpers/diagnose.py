@@ -108,7 +108,10 @@ RULES: tuple[Rule, ...] = (
         r"is restricted\. You must",
         r"Access to model \S+ is restricted", r"(?i)public gated repositories",
         r"(?i)fine-grained token", r"LocalTokenNotFoundError",
+        r"Token is required \(`token=True`\), but no token found",
         r"Invalid credentials in Authorization header",
+        # The Hub's 400 for a well-formed header carrying a revoked or mistyped token.
+        r"(?i)Authorization header is correct, but the token",
         r"Repository Not Found for url: https://huggingface\.co/(api/models/)?meta-llama/",
     ),
         explanation=
@@ -116,7 +119,8 @@ RULES: tuple[Rule, ...] = (
         "gated and the token is missing, wrong, or has not been granted access.",
         fix=_HF_TOKEN_FIX),
     Rule(kind="hf_auth", patterns=(r"\b40[13] Client Error", r"\b401 Unauthorized\b",
-                                   r"(?i)token is (not valid|invalid|expired)"),
+                                   r"(?i)token is (not valid|invalid|expired)",
+                                   r"Invalid username or password"),
          context=r"huggingface|hf_raise_for_status|hf_hub",
          explanation=
          "The container could not download the weights from Hugging Face: the repository is "
@@ -177,6 +181,12 @@ RULES: tuple[Rule, ...] = (
         r"(?i)missing (the )?(required )?(IAM )?permissions?\b",
         r"(?i)insufficient (IAM )?permissions?\b", r"ACCESS_TOKEN_SCOPE_INSUFFICIENT",
         r"(?i)insufficient authentication scopes",
+        # gcloud's service-account impersonation refusal, AWS's and registries' wordings.
+        r"(?i)does not have access to (the )?service account",
+        r"(?i)\b(user|caller|principal|identity|account)\b[^\n]{0,40}\bnot authorized to "
+        r"(perform|access|use|call)\b", r"(?i)\bnot authorized to access\b",
+        r"(?i)\bunauthorized: authentication required\b",
+        r"(?i)\black(s|ing)? (the )?(required |necessary )?(IAM )?(role|permission)s?\b",
     ),
         explanation=
         "Google refused the call for lack of an IAM permission: the account running the "
@@ -206,8 +216,13 @@ RULES: tuple[Rule, ...] = (
         r"custom_model_serving_\w+", r"CustomModelServing\w+PerProjectPerRegion",
         r"(?i)\brate[ _-]?limit(ed|s)?\b[^.\n]{0,20}\b(exceeded|reached|hit)\b",
         r"RateLimitError", r"(?i)Too Many Requests", r"\((TPM|RPM)\)",
-        r"ThrottlingException", r"(?i)\b(request|requests|call|calls)\b[^\n]{0,20}\b(was|were|"
-        r"is|are|being) throttled\b",
+        r"ThrottlingException",
+        # EC2's VcpuLimitExceeded ("more vCPU capacity than your current vCPU limit of 32"),
+        # Compute Engine's "Exceeded limit 'NVIDIA_L4_GPUS' on resource".
+        r"VcpuLimitExceeded", r"(?i)\bthan your current [\w-]+ limit\b",
+        r"(?i)\bExceeded limit '[A-Z0-9_]+'",
+        r"(?i)\b(request|requests|call|calls)\b[^\n]{0,20}\b(was|were|is|are|being) "
+        r"throttled\b",
         r"(?i)\bexceeded (the )?(token |call |request )?rate limit", r"rate_limit_exceeded",
         r"(status|code|HTTP|Error)\W{0,4}429\b",
     ),
@@ -244,6 +259,15 @@ RULES: tuple[Rule, ...] = (
         r"(?i)(machine type|accelerator|GPU type)\b[^\n]{0,80}\bnot (available|supported|"
         r"offered) (in|for|with|on)\b", r"(?i)only available (on|in) the regional endpoint",
         r"(?i)does not exist in zone",
+        r"(?i)\b(accelerator|machine|GPU|instance) type\b[^\n]{0,60}\bnot found in (the )?"
+        r"(zone|region|location)\b", r"(?i)\bout of stock\b",
+        r"(?i)\b(choose|pick|select|use) (a )?(different|another) (region|zone|location)\b",
+        # Vertex AI answers a publisher model that a location does not offer as not found at
+        # that location (the model is served elsewhere, or only via the global endpoint).
+        r"Publisher Model `?projects/[^/\s]+/locations/(?!global/)[\w-]+/publishers/\S+ (was )?"
+        r"not found",
+        r"(?i)(only|can only be) (be )?(accessed|available|served) (via|through|in) the global"
+        r" (region|endpoint|location)",
         # Compute Engine names an accelerator or machine type a zone lacks as a missing resource.
         r"(zones|regions)/[\w-]+/(acceleratorTypes|machineTypes)/[\w.-]+'? was not found",
         r"(?i)not (currently )?(available|supported|offered) in (the |this |that |your )?"
@@ -315,6 +339,11 @@ RULES: tuple[Rule, ...] = (
         r"is greater than the derived max_model_len", r"max_model_len \(\d+\) is greater than",
         r"(?i)insufficient (memory for (the )?)?KV cache",
         r"max_num_batched_tokens \(\d+\) is smaller than max_model_len",
+        # A backend or hardware that caps the context: "do not support max_model_len greater
+        # than 32768", "max_model_len must be <= 8192 on this device".
+        r"(?i)\b(do|does|can)(n't| not) (support|handle|serve) (a )?max[_-]model[_-]len "
+        r"(greater|larger|higher|longer|more|above|over)\b",
+        r"(?i)\bset (--)?max[_-]model[_-]len (to|=) ?\d+ or (lower|less|smaller)\b",
     ),
         explanation=
         "The KV cache left after the weights cannot hold even one sequence of max_model_len "
@@ -326,6 +355,9 @@ RULES: tuple[Rule, ...] = (
         r"default chat template is no longer allowed", r"chat_template is not set",
         r"ChatTemplateResolutionError", r"does not define one", r"(?i)\bno chat template",
         r"Chat template error",
+        # Jinja's own parse errors: the template itself is broken, not the request.
+        r"TemplateSyntaxError", r"expected token '[^'\n]+', got '",
+        r"(?i)unexpected (end of template|'(end|endfor|endif)\w*')",
         r"(?i)chat[ _]template\b[^\n]{0,60}\b(not set|not found|missing|is required|must be "
         r"provided)", r"(?i)(failed|unable) to (load|find|resolve)\b[^\n]{0,60}chat template",
     ),
@@ -342,7 +374,15 @@ RULES: tuple[Rule, ...] = (
         r"(?i)\b(request|payload|body)( body)? (size )?(is )?too large\b(?! for)",
         r"(?i)\b(request|payload|body|message) size exceeds\b",
         r"(?i)received message larger than max",  # gRPC's own size limit
-        r"(status|code|HTTP|Error|error occurred)\W{0,4}413\b", r"\b413 (Request|Payload)",
+        # SageMaker's "has oversize body"; axum/tower (TEI, TGI) "length limit exceeded" while
+        # buffering the body; Express/body-parser's and nginx's body-size limits.
+        r"(?i)\boversized? (request )?(body|payload|request)\b",
+        r"(?i)\b(request )?body\b[^\n]{0,30}\b(length|size) limit (exceeded|reached)\b",
+        r"(?i)\b(body|payload) (length|size) limit\b", r"(?i)\bbody limit exceeded\b",
+        r"(?i)\b(request|payload|body)\b[^\n]{0,20}\bexceed(s|ed)? the (maximum|max|allowed)\b"
+        r"[^\n]{0,30}\b(size|bytes|[KMG]i?B)\b",
+        r"(?i)\b(request|payload|body)\b[^\n]{0,20}\bexceed(s|ed)? the [\d.]+ ?[KMG]i?B\b",
+        r"(?i)(status|code|HTTP|Error|error occurred)\W{0,4}413\b", r"\b413 (Request|Payload)",
     ),
         explanation=
         "The request body is larger than the endpoint accepts; nothing reached the model. "
@@ -396,6 +436,18 @@ RULES: tuple[Rule, ...] = (
         r"presence_penalty|frequency_penalty|repetition_penalty|logprobs|top_logprobs|seed|"
         r"stop|length_penalty)`? must be\b", r"Input validation error",
         r"Extra inputs are not permitted",
+        # pydantic's range checks on request fields (OpenAI clients, vLLM's protocol models).
+        r"(?i)\bInput should be (less|greater) than( or equal to)? -?\d",
+        r"(?i)\bInput should be a valid (integer|number|string|boolean|list|dictionary)\b",
+        r"(?i)\b'?max_(completion_)?tokens'?\b[^\n]{0,40}\bis too (large|long|big)\b",
+        # A chat template's raise_exception on a request's message order.
+        r"(?i)\broles must alternate\b", r"(?i)\bconversation roles must\b",
+        # pydantic's error types as a request model reports them; OpenAI's and JSON Schema's
+        # refusals of fields; transformers' generation-config checks.
+        r"\[type=(missing|extra_forbidden|less_than_equal|greater_than_equal|less_than|"
+        r"greater_than|int_parsing|float_parsing|string_type|literal_error|int_type|list_type)\b",
+        r"Unrecognized request argument", r"'\w+' is a required property",
+        r"`\w+` \(=[^)]*\) has to be a (strictly )?positive",
     ),
         explanation=
         "The server refused this request as malformed or too large; the deployment is fine.",
@@ -448,7 +500,14 @@ RULES: tuple[Rule, ...] = (
         r"(?i)\btimeout\b[^\n]{0,20}\b(exceeded|expired|reached|elapsed)\b",
         r"(?i)\btime(d)?[ -]?out (waiting|while waiting|after)\b",
         r"(?i)\b(worker|request|startup|start-up|socket|read|connect|load) timeout\b",
-        r"ProgressDeadlineExceeded", r"GetTimeoutError",
+        r"ProgressDeadlineExceeded", r"GetTimeoutError", r"(?i)exceeded its progress deadline",
+        # Node's AbortSignal.timeout, Envoy's "reset reason: connection timeout", a load or
+        # start that "exceeded the 1800 second limit" or "did not load in 600 seconds".
+        r"(?i)\baborted due to timeout\b", r"(?i)\bconnection timeout\b",
+        r"(?i)\bexceeded the \d+(\.\d+)? ?(ms|s|secs?|seconds?|mins?|minutes?|hours?)\b[^\n]{0,10}"
+        r"\b(limit|timeout|deadline)\b",
+        r"(?i)\bdid(n't| not) (load|start|become (ready|healthy)|respond|finish|complete) in "
+        r"\d+(\.\d+)? ?(ms|s|secs?|seconds?|mins?|minutes?|hours?)\b",
         # "times out", "timing out"; google-api-core's unfinished long-running operation and its
         # "did not complete within the designated timeout"; a "900s timeout"; health checks and
         # readiness waits that give up "after 15s" or "after 30 attempts".
@@ -507,6 +566,12 @@ RULES: tuple[Rule, ...] = (
         r"(?i)\b(inference|model|api|serving|web|http|vllm)[ -]?server\b[^\n]{0,40}\b(exited|"
         r"stopped|terminated)\b", r"(?i)exited with (exit )?status [1-9]",
         r"(?i)\bshard \d+ failed to start", r"Webserver Crashed",
+        r"(?i)exited with a non-?zero exit (code|status)",
+        r"(?i)\bfailed to start (the )?(model |inference |serving )?server\b",
+        # Vertex AI's deploy operation ending with no cause named (the container's logs have it).
+        r"(?i)\b(model|deployment) failed to deploy due to an internal error",
+        r"(?i)\bfailed to deploy (the )?model\b[^\n]{0,60}\b(internal error|no (further )?"
+        r"(details|reason))",
     ),
         explanation=
         "The model server exited (or never answered its health check) and its logs name no "

@@ -60,46 +60,86 @@ def test_accuracy_on_real_excerpts_held_out():
 
 
 def test_accuracy_on_every_blind_round():
-    """Every blind round present, each >= 90% overall and >= 80% for every kind with >= 3
-    excerpts. A round whose file has a "scored" note was scored once and is development data
-    since (its misses are listed); one without is never seen, and only its table is printed:
+    """Every blind round present, by what its "scored" record says it is. A round tuned on
+    since its one scoring (used_for_development) is development data: >= 90% overall and >= 80%
+    for every kind with >= 3 excerpts, its misses listed. A round scored once but not tuned on
+    is a measurement: its once-only figure and today's are printed, and only its record is
+    checked (the rules are not re-tuned to it). A round never scored is printed, not judged:
     listing its misses would tune on it."""
     rounds = accuracy.blind_rounds()
-    assert rounds and rounds[0].number == 1 and rounds[0].seen
+    assert rounds and rounds[0].number == 1 and rounds[0].used_for_development
     report = accuracy.score(accuracy.load_all(rounds))
     print("\ndiagnose_text on the blind rounds, per kind:\n" + report.table())
-    short = {}
+    short, malformed = {}, {}
     for blind in rounds:
         # The once-only figure stays beside today's, so the never-seen score is not lost
         # once a round becomes development data.
-        print(f"{blind.split}: once-only {blind.once_only or 'not scored yet (never seen)'}; "
-              f"now {report.overall(blind.split)}")
-        if blind.seen:
-            for miss in report.misses:
-                if miss["split"] == blind.split:
-                    print(f"  {blind.split} miss: {miss['kind']} -> {miss['got']}  "
-                          f"{miss['source']}")
+        print(accuracy.round_line(report, blind))
+        if blind.seen and (problems := accuracy.scored_note_problems(blind.scored, KINDS)):
+            malformed[blind.split] = problems
+        if not blind.used_for_development:
+            continue
+        for miss in report.misses:
+            if miss["split"] == blind.split:
+                print(f"  {blind.split} miss: {miss['kind']} -> {miss['got']}  {miss['source']}")
         if missing := accuracy.shortfalls(report, blind.split):
             short[blind.split] = missing
-    assert not short, (f"blind rounds under {accuracy.BLIND_OVERALL:.0%} overall or "
+    assert not malformed, f"malformed 'scored' records: {malformed}"
+    assert not short, (f"development rounds under {accuracy.BLIND_OVERALL:.0%} overall or "
                        f"{accuracy.BLIND_PER_KIND:.0%} for a kind with >= "
                        f"{accuracy.BLIND_MIN_EXCERPTS} excerpts: {short}")
 
 
-def test_blind_rounds_are_found_numbered_and_marked_seen_or_not(tmp_path):
-    for name, note in [("error_excerpts_blind.json", "Scored once: 39/64 = 61%."),
-                       ("error_excerpts_blind12.json", ""), ("error_excerpts_blind2.json", "x"),
-                       ("error_excerpts_blind_notes.json", "")]:
-        (tmp_path / name).write_text(json.dumps({"excerpts": [], **({"scored": note}
-                                                                   if note else {})}))
+def test_every_scored_record_matches_its_round():
+    """A round's recorded once-only figure counts that round's own excerpts, kind by kind."""
+    for blind in accuracy.blind_rounds():
+        if not blind.seen:
+            continue
+        excerpts = accuracy.load_excerpts(blind.path, split=blind.split)
+        totals = Counter(e["kind"] for e in excerpts)
+        recorded = {kind: total for kind, (_, total) in blind.scored["per_kind"].items()}
+        assert recorded == dict(totals), blind.split
+        assert blind.scored["total"] == len(excerpts), blind.split
+
+
+def _scored(**changes):
+    return {"note": "Scored once: 3/4 = 75%.", "rules_commit": "12109ed", "correct": 3,
+            "total": 4, "per_kind": {"oom": [2, 2], "quota": [1, 2]},
+            "used_for_development": True, **changes}
+
+
+def test_blind_rounds_are_found_numbered_and_marked_by_their_record(tmp_path):
+    for name, scored in [("error_excerpts_blind.json", _scored()),
+                         ("error_excerpts_blind12.json", None),
+                         ("error_excerpts_blind2.json", _scored(used_for_development=False)),
+                         ("error_excerpts_blind_notes.json", None)]:
+        (tmp_path / name).write_text(json.dumps({"excerpts": [], **({"scored": scored}
+                                                                   if scored else {})}))
     rounds = accuracy.blind_rounds(tmp_path)
-    assert [(r.number, r.seen) for r in rounds] == [(1, True), (2, True), (12, False)]
-    assert "39/64 = 61%" in rounds[0].legend() and "never seen" in rounds[2].legend()
-    assert [r.once_only for r in rounds] == ["39/64 = 61%", "", ""]
+    assert [(r.number, r.seen, r.used_for_development) for r in rounds] == [
+        (1, True, True), (2, True, False), (12, False, False)]
+    assert [r.once_only for r in rounds] == ["3/4 = 75.0%", "3/4 = 75.0%", ""]
+    assert "now development" in rounds[0].legend()
+    assert "a measurement" in rounds[1].legend() and "never seen" in rounds[2].legend()
+
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"correct": 4}, "does not add up"), ({"per_kind": {"oom": [3, 2], "quota": [0, 2]}},
+                                          "not [correct, total]"),
+    ({"rules_commit": "HEAD"}, "not a commit hash"), ({"used_for_development": "yes"},
+                                                      "used_for_development"),
+    ({"per_kind": {"ooms": [2, 2], "quota": [1, 2]}}, "unknown kinds"),
+])
+def test_a_malformed_scored_record_is_named(changes, problem):
+    assert accuracy.scored_note_problems(_scored(), KINDS) == []
+    problems = accuracy.scored_note_problems(_scored(**changes), KINDS)
+    assert any(problem in p for p in problems), problems
+    assert accuracy.scored_note_problems("Scored once: 39/64 = 61%.") == [
+        "'scored' is str, not an object"]
 
 
 def test_a_round_being_collected_is_excluded_unopened(tmp_path, monkeypatch):
-    (tmp_path / "error_excerpts_blind.json").write_text('{"excerpts": [], "scored": "x"}')
+    (tmp_path / "error_excerpts_blind.json").write_text('{"excerpts": [], "scored": {"note": "x"}}')
     (tmp_path / "error_excerpts_blind4.json").write_text("not json: opening it would fail")
     monkeypatch.setenv(accuracy.EXCLUDE_ENV, "4")
     assert [r.number for r in accuracy.blind_rounds(tmp_path)] == [1]
@@ -211,6 +251,27 @@ def test_the_blind_bar_judges_kinds_with_three_or_more_excerpts():
     ("Serving fails with an OOM error:\nValueError: To serve at least one request with the "
      "models's max seq len (131072), 16.00 GiB KV cache is needed, which is larger than the "
      "available KV cache memory (9.50 GiB).", "max_model_len"),
+    # After round 4 (public files found by find_string, repositories unnamed by the index):
+    # the Hub's refusal of a well-formed but revoked token, as Inference API clients quote it.
+    ("code: 400; body: {\"error\":\"Authorization header is correct, but the token seems "
+     "invalid\"}", "hf_auth"),
+    # Body limits of other servers: axum/tower's buffer limit, a 413 in a proxy's words.
+    ("413 status: Failed to buffer the request body: length limit exceeded", "payload_too_large"),
+    ("the route refuses an oversize body with 413 too_large", "payload_too_large"),
+    # pydantic's range checks on a request's fields (FastAPI/vLLM protocol models answer 422).
+    ('{"detail": [{"loc": ["body", "temperature"], "msg": "Input should be less than or equal '
+     'to 2", "type": "less_than_equal"}]}', "bad_request"),
+    ("jinja2.exceptions.TemplateError: Conversation roles must alternate "
+     "user/assistant/user/assistant/...", "bad_request"),
+    # Jinja's parse error is a broken template, not a bad request.
+    ("jinja2.exceptions.TemplateSyntaxError: expected token 'end of print statement', got ':'",
+     "chat_template"),
+    # Vertex AI's publisher model that a region does not serve (its fix: the global location);
+    # one not found at the global location itself is not a region's doing.
+    ("404 Publisher Model `projects/PROJECT/locations/us-central1/publishers/google/models/"
+     "gemini-3-flash-preview` was not found", "region_unavailable"),
+    ("Publisher Model `projects/x/locations/global/publishers/google/models/y` not found.",
+     "other"),
 ])
 def test_each_family_is_named_in_wordings_no_data_file_has(text, kind):
     assert diagnose_text(text).kind == kind
@@ -353,8 +414,10 @@ def test_refused_requests_are_diagnosed(session, env, emulator):
     from nbhelpers.limits import PREDICT_PAYLOAD_BYTES
 
     env.setenv("HF_TOKEN", FAKE_TOKEN)
+    # A shared endpoint (dedicated is the default now): its predict payload limit is the
+    # smaller one, and the wrong-host refusal below is seeded on it.
     deployment = nbhelpers.deploy(session, nbhelpers.plan_deployment(
-        "Llama-3.2-1B-Instruct", ask_for_token=False))
+        "Llama-3.2-1B-Instruct", dedicated_endpoint=False, ask_for_token=False))
     endpoint = aiplatform.Endpoint(deployment.endpoint_id)
     with pytest.raises(GoogleAPICallError) as too_large:
         endpoint.predict(instances=[{"prompt": "x" * PREDICT_PAYLOAD_BYTES}])
