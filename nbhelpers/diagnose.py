@@ -198,6 +198,22 @@ RULES: tuple[Rule, ...] = (
         "(service-PROJECT_NUMBER@gcp-sa-aiplatform.iam.gserviceaccount.com) or to the service "
         "account the deployment runs as; check that the project id is the one you meant. "
         "Role changes take a minute or two to apply."),
+    # Not a missing role but missing or stale credentials: google-auth's and the API's words
+    # for a caller that is not signed in (401 UNAUTHENTICATED, expired or revoked grants).
+    Rule(kind="permission", patterns=(
+        r"Request had invalid authentication credentials", r"\bUNAUTHENTICATED\b",
+        r"google\.api_core\.exceptions\.Unauthenticated", r"DefaultCredentialsError",
+        r"(?i)default credentials were not found", r"\binvalid_grant\b",
+        r"(?i)Reauthentication (is )?(needed|required)",
+    ),
+        explanation=
+        "Google did not accept the caller's credentials at all: the notebook's account is not "
+        "signed in, or its Application Default Credentials expired or were revoked; no role "
+        "was checked yet.",
+        fix=
+        "Sign in again: in a terminal, `gcloud auth application-default login` (or the "
+        "Colab/Workbench sign-in), then restart the kernel; a service-account key that was "
+        "deleted must be replaced. Then check the roles as for any permission error."),
     Rule(kind="quota", patterns=(
         r"(?i)quota metrics exceed quota limits",
         r"(?i)\bquotas?\b[^.\n]{0,40}\b(exceed\w*|exhausted|violated|reached|insufficient)",
@@ -529,6 +545,19 @@ RULES: tuple[Rule, ...] = (
         "Lower max_tokens, stream the reply (chat with stream=True on a dedicated endpoint), "
         "or split the work; for deployments, wait longer (large models take up to an hour) "
         "and read the logs."),
+    # The serving image never ran: a wrong tag or registry path (an access refusal beside it
+    # is named as permission, a root cause).
+    Rule(kind="container_exited", tier=WEAK, patterns=(
+        r"\bImagePullBackOff\b", r"\bErrImagePull\b", r"Back-off pulling image",
+        r"(?i)\bfailed to pull (the )?image\b", r"(?i)\bmanifest (for \S+ )?(not found|unknown)\b",
+    ),
+        explanation=
+        "The serving container's image could not be pulled, so the model server never "
+        "started: the image path or tag does not exist, or the registry refused access.",
+        fix=
+        "Use the serving image that nbhelpers.releases names (its tag exists in Google's "
+        "registry); a custom image must be pushed to Artifact Registry in the project, "
+        "readable by the Vertex AI service agent."),
     # A status word alone: the message beside it (a quota, a token limit) names the cause.
     Rule(kind="quota", tier=WEAK, patterns=(r"RESOURCE_EXHAUSTED", r"ResourceExhausted"),
          explanation=

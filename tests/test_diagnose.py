@@ -272,6 +272,17 @@ def test_the_blind_bar_judges_kinds_with_three_or_more_excerpts():
      "gemini-3-flash-preview` was not found", "region_unavailable"),
     ("Publisher Model `projects/x/locations/global/publishers/google/models/y` not found.",
      "other"),
+    # google-auth's and the API's refusals of the caller's credentials (no role checked yet),
+    # and kubelet's image-pull failures (events as `kubectl describe pod` prints them).
+    ("google.auth.exceptions.DefaultCredentialsError: Your default credentials were not found. "
+     "To set up Application Default Credentials, see https://cloud.google.com/docs/"
+     "authentication/external/set-up-adc for more information.", "permission"),
+    ("google.api_core.exceptions.Unauthenticated: 401 Request had invalid authentication "
+     "credentials. Expected OAuth 2 access token, login cookie or other valid authentication "
+     "credential.", "permission"),
+    ("  Warning  Failed     36s (x3 over 94s)   kubelet            Error: ErrImagePull\n"
+     "  Normal   BackOff    9s (x4 over 94s)    kubelet            Back-off pulling image "
+     "\"nginx:1.27.1alpine\"", "container_exited"),
 ])
 def test_each_family_is_named_in_wordings_no_data_file_has(text, kind):
     assert diagnose_text(text).kind == kind
