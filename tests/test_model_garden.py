@@ -111,7 +111,8 @@ def test_model_garden_deploys_serve_reconnect_and_clean_up(session, env, capsys)
     again = nbhelpers.deploy(session, text_plan)  # the run's deployment is reused
     assert again.endpoint_name == text.endpoint_name and len(aiplatform.Endpoint.list()) == 1
 
-    vision = nbhelpers.deploy(session, _plan("Llama-3.2-11B-Vision-Instruct", accept_eula=True))
+    vision = nbhelpers.deploy(session, _plan("Llama-3.2-11B-Vision-Instruct", accept_eula=True,
+                                             dedicated_endpoint=False))
     assert not vision.endpoint().gca_resource.dedicated_endpoint_enabled
     reply = nbhelpers.predict_image(vision, images.sample_image(1120, 840), "What is this?")
     assert "an image of 1120x840 pixels" in reply.text

@@ -169,6 +169,7 @@ PLAN_PARAMS: dict[str, st.SearchStrategy[Any]] = {
         st.sampled_from(["gs://", "gs://A", "gs://ab", "gs://goog-x/y", "gs://-x-/y"]),
         NOT_TEXT.filter(lambda v: v is not None), TOKEN, TOKEN.map(lambda t: f"gs://bucket/{t}")),
     "dedicated_endpoint": BAD_FLAG,
+    "inference_timeout_s": bad_whole(1, 3600).filter(lambda v: v is not None),
     "ask_for_token": BAD_FLAG,
     "force": BAD_FLAG,
     "container_tag": unknown_name(releases.RELEASES),

@@ -79,8 +79,10 @@ def test_requests_are_checked_against_the_plans_model_and_max_model_len(session,
               requests=nbhelpers.Requests(prompt="Hi", max_tokens=8192))
     with pytest.raises(ConfigError, match="base model without a chat template"):
         _plan("Llama-3.2-1B", requests=nbhelpers.Requests(chat=True, prompt="Hi"))
-    with pytest.raises(ConfigError, match="over the 1,572,864-byte"):
-        _plan(requests=nbhelpers.Requests(prompt="x" * 1_600_000))
+    with pytest.raises(ConfigError, match="over the 1,572,864-byte"):  # a shared endpoint's
+        _plan(requests=nbhelpers.Requests(prompt="x" * 1_600_000), dedicated_endpoint=False)
+    with pytest.raises(ConfigError, match="over the 10,485,760-byte"):  # a dedicated one's
+        _plan(requests=nbhelpers.Requests(prompt="x" * 10_600_000))
     with pytest.raises(ConfigError, match="image source .* is not an image Pillow can read"):
         _plan("Llama-3.2-11B-Vision-Instruct",
               requests=nbhelpers.Requests(question="What?", image=b"not an image"))

@@ -55,9 +55,10 @@ def image_server():
     server.server_close()
 
 
-def _deploy(session, env, model):
+def _deploy(session, env, model, *, dedicated_endpoint=True):
     env.setenv("HF_TOKEN", FAKE_TOKEN)
-    plan = nbhelpers.plan_deployment(model, ask_for_token=False)
+    plan = nbhelpers.plan_deployment(model, ask_for_token=False,
+                                     dedicated_endpoint=dedicated_endpoint)
     return nbhelpers.deploy(session, plan)
 
 
@@ -204,7 +205,7 @@ def test_dedicated_endpoint_chat_over_https(session, env):
 
 # --- many prompts ---------------------------------------------------------------------------
 def test_many_prompts_keep_order_and_retry_503(session, env, emulator):
-    deployment = _deploy(session, env, "Llama-3.1-8B-Instruct")
+    deployment = _deploy(session, env, "Llama-3.1-8B-Instruct", dedicated_endpoint=False)
     _post(f"{emulator.url}/emulator/faults", {"status": 503, "count": 2})
     prompts = [f"prompt number {i}" for i in range(12)]
     report = nbhelpers.predict_many(deployment, prompts, concurrency=4, progress=False,
@@ -264,7 +265,8 @@ def test_many_prompts_per_request_keep_order(session, env, emulator):
 def test_oversize_image_is_refused_before_sending(session, env, emulator):
     import os
 
-    deployment = _deploy(session, env, "Llama-3.2-11B-Vision-Instruct")
+    # a shared endpoint: its 1.5 MB limit (a dedicated one's is 10 MB, test_serving_contract)
+    deployment = _deploy(session, env, "Llama-3.2-11B-Vision-Instruct", dedicated_endpoint=False)
     noise = Image.frombytes("RGB", (2240, 560), os.urandom(2240 * 560 * 3))  # 4 tiles of noise
     calls_before = len(emulator.vertex.state.data["operations"])
     with pytest.raises(ConfigError, match="over the 1,572,864-byte .* lower quality"):
