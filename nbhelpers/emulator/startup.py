@@ -17,6 +17,7 @@ from typing import Any
 
 from nbhelpers import catalog, planner, releases, vllm_args
 from nbhelpers.container import memory_inputs
+from nbhelpers.emulator.quotas import SERVING_METRICS
 from nbhelpers.emulator.replica import Replica, log_line
 from nbhelpers.errors import ConfigError
 from nbhelpers.hardware import ACCELERATORS
@@ -51,9 +52,9 @@ class QuotaFailure(Exception):
                 f"{machine.get('acceleratorCount', 0)} x {gpu} on "
                 f"{machine.get('machineType', '')})")
             return
+        metric = SERVING_METRICS.get(gpu, f"custom_model_serving_{gpu.lower()}_gpus")
         super().__init__(
-            "The following quota metrics exceed quota limits: aiplatform.googleapis.com/"
-            f"custom_model_serving_{gpu.lower()}_gpus")
+            f"The following quota metrics exceed quota limits: aiplatform.googleapis.com/{metric}")
 
 
 def parse_args(args: list[str], image: str = "") -> dict[str, Any]:
@@ -73,7 +74,7 @@ def _catalog_entry(model_id: str) -> catalog.ModelSpec | None:
 
 
 def check_engine(values: dict[str, Any], env: dict[str, str], *, gpu_count: int,
-                 model: catalog.ModelSpec | None) -> list[str]:
+                 model: catalog.ModelSpec | None, engine: str = "rehearsal") -> list[str]:
     """The engine's own start-up checks; returns the log lines of a good start."""
     served = values.get("model") or "facebook/opt-125m"
     lines = [
@@ -114,7 +115,10 @@ def check_engine(values: dict[str, Any], env: dict[str, str], *, gpu_count: int,
              "and be authenticated to access it. Please log in.")
     lines += [
         log_line("INFO", "emulator",
-                 "no weights are loaded: replies come from the rehearsal engine"),
+                 "no weights are loaded: replies come from the rehearsal engine"
+                 if engine == "rehearsal" else
+                 "replies come from the real vLLM engine on a tiny random-weight model of this "
+                 "architecture, not from the deployed weights"),
         log_line("INFO", "api_server.py", "Started server process"),
         log_line("INFO", "api_server.py",
                  f"Uvicorn running on http://0.0.0.0:{values.get('port')}"),
@@ -175,7 +179,9 @@ def start_replica(container: dict[str, Any], machine: dict[str, Any], *,
     values = parse_args(args, container.get("imageUri", ""))
     model_id = env.get("MODEL_ID") or values.get("model", "")
     model = _catalog_entry(model_id)
-    lines = check_engine(values, env, gpu_count=machine.get("acceleratorCount", 0), model=model)
+    vision = model is not None and model.modality == "vision"  # the real engine serves text only
+    lines = check_engine(values, env, gpu_count=machine.get("acceleratorCount", 0), model=model,
+                         engine="rehearsal" if vision else engine)
     lines = check_memory(lines, model=model, args=args, machine=machine,
                          image=container.get("imageUri", ""))
     replica = Replica(model_id=values.get("model", model_id),
