@@ -132,7 +132,7 @@ def require_deploy_if_missing(model: str | ModelSpec, deploy_if_missing: Any, *,
     spec = model if isinstance(model, ModelSpec) else catalog.get_model(model)
     checks.flag("DEPLOY_IF_MISSING", deploy_if_missing)
     if requests is not None:
-        requests.check(spec, max_model_len=spec.max_model_len)
+        requests.check(spec, max_model_len=spec.max_model_len, dedicated=True)  # as 03 deploys
     if deploy_if_missing:
         return
     raise ConfigError(
