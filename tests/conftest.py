@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -20,23 +21,27 @@ def emulator(tmp_path):
     running.stop()
 
 
-@pytest.fixture
-def env(monkeypatch, tmp_path, emulator):
-    """Environment of a run against the emulator, with no Hugging Face token."""
+def use_emulator(monkeypatch: pytest.MonkeyPatch, url: str, state_dir: Path) -> None:
+    """Points a run at the emulator at `url`, with no Hugging Face token and no project; what
+    connect() sets for the emulator is put back by `monkeypatch` when it undoes."""
     for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "GOOGLE_CLOUD_PROJECT",
                  "GOOGLE_CLOUD_REGION", "NBHELPERS_RUN_ID", "NBHELPERS_OWNER",
-                 "NBHELPERS_EMULATOR_IDENTITY"):
+                 "NBHELPERS_EMULATOR_IDENTITY", "NBHELPERS_BASE_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
-    # connect() sets these for the emulator; monkeypatch restores them after each test.
     for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "STORAGE_EMULATOR_HOST", "HF_ENDPOINT"):
         if name in os.environ:
             monkeypatch.setenv(name, os.environ[name])
         else:
             monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("NBHELPERS_BASE_CA_BUNDLE", raising=False)
     monkeypatch.setenv("NBHELPERS_BACKEND", "emulator")
-    monkeypatch.setenv("NBHELPERS_EMULATOR_URL", emulator.url)
-    monkeypatch.setenv("NBHELPERS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("NBHELPERS_EMULATOR_URL", url)
+    monkeypatch.setenv("NBHELPERS_STATE_DIR", str(state_dir))
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, emulator):
+    """Environment of a run against the emulator, with no Hugging Face token."""
+    use_emulator(monkeypatch, emulator.url, tmp_path / "state")
     return monkeypatch
 
 

@@ -15,10 +15,9 @@ import requests
 import nbhelpers
 from nbhelpers import batch, images, limits, openai_chat
 from nbhelpers.errors import ConfigError
-from tests.conftest import FAKE_TOKEN
+from tests.conftest import FAKE_TOKEN, use_emulator
 
 SHARED_MODEL, DEDICATED_MODEL = "Llama-3.2-1B-Instruct", "Llama-3.1-8B-Instruct"
-_ENV_KEPT = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "STORAGE_EMULATOR_HOST")
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +29,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
     running = emulator_module.start(state_file=root / "emulator.json", deploy_seconds=0.2)
     with pytest.MonkeyPatch.context() as env:
-        for name in ("HF_TOKEN", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_REGION",
-                     "NBHELPERS_RUN_ID", "NBHELPERS_OWNER", "NBHELPERS_BASE_CA_BUNDLE"):
-            env.delenv(name, raising=False)
-        for name in _ENV_KEPT:  # connect() sets these; restored after the module
-            if name in os.environ:
-                env.setenv(name, os.environ[name])
-            else:
-                env.delenv(name, raising=False)
-        env.setenv("NBHELPERS_BACKEND", "emulator")
-        env.setenv("NBHELPERS_EMULATOR_URL", running.url)
-        env.setenv("NBHELPERS_STATE_DIR", str(root / "state"))
+        use_emulator(env, running.url, root / "state")
         env.setenv("NBHELPERS_EMULATOR_IDENTITY", "alice@example.com")
         env.setenv("HF_TOKEN", FAKE_TOKEN)
         session = nbhelpers.connect(project="test-project", run_id="serving", quiet=True)
