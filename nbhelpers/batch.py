@@ -224,7 +224,8 @@ def chat_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
     from nbhelpers.predict_http import ChatSession
 
     model = request_rules.deployment_model(deployment)
-    check_request(model, [])  # the chat template first: no prompt can fix its absence
+    template = request_rules.deployment_template(deployment)
+    check_request(model, [], template=template)  # first: no prompt can fix its absence
     prompts = request_rules.check_prompts("prompts", prompts)
     request_rules.check_concurrency(concurrency)
     checks.flag("progress", progress)
@@ -232,7 +233,7 @@ def chat_many(deployment: Any, prompts: list[str], *, concurrency: int = 8,
     messages_for = [build_messages(p, system=system) for p in prompts]
     streamed = streams(deployment)
     for messages in messages_for:
-        check_request(model, messages)
+        check_request(model, messages, template=template)
         check_payload({"messages": messages}, dedicated=streamed)
     api = chat_client(deployment, max_retries=0)  # its errors; retries are ours, with jitter
     if not streamed:

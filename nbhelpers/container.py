@@ -259,6 +259,13 @@ def _google_hint(err: vllm_args.ArgsError, google: frozenset[str]) -> str:
     return ""
 
 
+def chat_template_of(args: list[str]) -> str:
+    """The chat template a container's arguments pass with --chat-template ('' if none): inline
+    Jinja, or a file in the image. vLLM applies it in place of the tokenizer's own, so a base
+    model chats with it; the client's chat rules and the emulator's replicas read it here."""
+    return str(vllm_args.parse(list(args), strict=False).get("chat-template") or "")
+
+
 def memory_inputs(model: ModelSpec, args: list[str], image: str) -> dict[str, Any]:
     """The memory planner's inputs for a container, read from its own arguments as the server
     reads them, with vLLM's defaults for what they leave out. `deploy` plans from this before

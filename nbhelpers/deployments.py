@@ -320,7 +320,7 @@ def plan_deployment(
             raise ConfigError(f"requests must be nbhelpers.Requests(...) or None, got "
                               f"{shown(requests)} ({type(requests).__name__})")
         requests.check(spec, max_model_len=resolved.max_model_len or spec.max_model_len,
-                       dedicated=dedicated_endpoint)
+                       dedicated=dedicated_endpoint, container_args=args)
     # Weights from Cloud Storage need no token: none is read, so none can be stored. One from
     # Hugging Face is looked for where the runtime keeps it (Secret Manager: the connected
     # project's `hf_token_secret`), and the Hub is asked whether it can read the model.

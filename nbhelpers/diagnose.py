@@ -15,6 +15,7 @@ from typing import Any
 
 from nbhelpers import checks
 from nbhelpers.limits import LOG_RETENTION_DAYS
+from nbhelpers.request_rules import LLAMA3_CHAT_TEMPLATE
 
 KINDS = ("oom", "max_model_len", "hf_auth", "licence_pending", "chat_template", "quota",
          "timeout", "unsupported_model", "bad_request", "container_exited", "permission",
@@ -378,9 +379,16 @@ RULES: tuple[Rule, ...] = (
         r"provided)", r"(?i)(failed|unable) to (load|find|resolve)\b[^\n]{0,60}chat template",
     ),
         explanation=
-        "Chat completions need a chat template, and base (non-Instruct) Llama models have none.",
+        "Chat completions need a chat template: base (non-Instruct) Llama models have none, "
+        "and transformers (since 4.44) no longer supplies a default; or the template given "
+        "does not parse as Jinja.",
         fix=
-        "Deploy the Instruct variant for chat, or send a plain prompt through predict()."),
+        "Pass a chat template with the deployment: CHAT_TEMPLATE in 01/02 (VllmOptions("
+        "chat_template=...), vLLM's --chat-template), inline Jinja on one line such as Llama "
+        "3's below, or the path of a template file inside the serving image; or deploy the "
+        "Instruct variant, whose tokenizer has its own. Without chat, send a plain prompt "
+        "through predict().",
+        deploy_parameters=(("CHAT_TEMPLATE", LLAMA3_CHAT_TEMPLATE),)),
     Rule(kind="payload_too_large", patterns=(
         r"Request payload size exceeds the limit", r"(?i)payload too large",
         r"(?i)request entity too large", r"request_too_large", r"PayloadTooLargeError",

@@ -94,9 +94,11 @@ def build_messages(prompt: str | list[dict[str, Any]], *, system: str = "",
                                   image_format=image_format)
 
 
-def check_request(model: catalog.ModelSpec, messages: list[dict[str, Any]]) -> None:
-    """Refuses, before the call, what vLLM would refuse after a round trip."""
-    request_rules.check_chat(model, messages)
+def check_request(model: catalog.ModelSpec, messages: list[dict[str, Any]], *,
+                  template: bool | None = None) -> None:
+    """Refuses, before the call, what vLLM would refuse after a round trip (`template`:
+    request_rules.deployment_template's answer)."""
+    request_rules.check_chat(model, messages, template=template)
 
 
 def chat(
@@ -117,7 +119,8 @@ def chat(
     endpoint streams (dedicated endpoints); a shared endpoint answers whole, said once. Returns
     the whole reply either way. Every value is checked before the first call."""
     model = request_rules.deployment_model(deployment)
-    check_request(model, [])  # the chat template, before any image is fetched
+    template = request_rules.deployment_template(deployment)
+    check_request(model, [], template=template)  # before any image is fetched
     request_rules.check_max_tokens(max_tokens, context=request_rules.context_of(model))
     request_rules.check_temperature(temperature)
     checks.flag("stream", stream)
@@ -129,7 +132,7 @@ def chat(
         request_rules.image_count(model, len(images_in), name="images_in")
     messages = build_messages(prompt, system=system, images_in=images_in, history=history,
                               image_format=image_format)
-    check_request(model, messages)
+    check_request(model, messages, template=template)
     dedicated = predict_http.is_dedicated(deployment)
     images.check_payload({"messages": messages}, dedicated=dedicated)
     api = openai_client or chat_client(deployment)

@@ -8,11 +8,12 @@ MAX_TOKENS stops the plan cell rather than the first cell after a GPU was deploy
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nbhelpers import catalog, checks, images
+from nbhelpers import catalog, checks, container, images
 from nbhelpers.catalog import ModelSpec
 from nbhelpers.checks import shown
 from nbhelpers.errors import ConfigError
@@ -175,13 +176,55 @@ def image_count(model: ModelSpec, count: int, *, name: str = "this request") -> 
                                      ": deploy a Llama 3.2 Vision model for images"))
 
 
-def check_chat(model: ModelSpec, messages: list[dict[str, Any]]) -> None:
-    """Refuses, before the call, what vLLM would refuse after a round trip."""
-    if not model.has_chat_template:
+# Llama 3 Instruct's chat format (what Meta-Llama-3-8B-Instruct's tokenizer_config.json template
+# renders; Llama 3.1's adds a dated system block and tools) as one line of Jinja, its newlines
+# written as escapes in Jinja strings: the template to pass to a base model's container with
+# --chat-template (the notebooks' CHAT_TEMPLATE form field takes one line; vLLM reads a value
+# with `{`, `}` or a newline as inline Jinja, anything else as a file in the image). Its header
+# tokens are `vision_prompt`'s Instruct form.
+LLAMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{% endif %}"
+)
+
+
+def deployment_template(deployment: Any) -> bool:
+    """Whether chat completions on a Deployment have a chat template to apply: its model's own
+    (an Instruct model; no call is made), or one its container passes with --chat-template,
+    read from its Model's container arguments, where Vertex AI keeps them (so a reconnected
+    endpoint or another runtime's deployment reads as the kernel that deployed it). Arguments
+    that cannot be read (no permission to get models) leave it to the server, whose 400 says
+    so in vLLM's words; a Model that does not exist passes no template."""
+    model = deployment_model(deployment)
+    if model.has_chat_template:
+        return True
+    from google.api_core import exceptions
+    from google.cloud import aiplatform
+
+    try:
+        spec = aiplatform.Model(deployment.model_resource).gca_resource.container_spec
+    except exceptions.NotFound:
+        return False
+    except exceptions.GoogleAPICallError:
+        return True
+    return bool(container.chat_template_of(list(spec.args)))
+
+
+def check_chat(model: ModelSpec, messages: list[dict[str, Any]], *,
+               template: bool | None = None) -> None:
+    """Refuses, before the call, what vLLM would refuse after a round trip. `template`: whether
+    the deployment applies a chat template (`deployment_template`: a base model's container may
+    pass one); None, before there is a deployment, goes by the model's own."""
+    if not (model.has_chat_template if template is None else template):
+        instruct = (f"{model.name.replace('-FP8', '')}-Instruct"
+                    f"{'-FP8' if model.name.endswith('-FP8') else ''}")
         raise ConfigError(
             f"{model.name} is a base model without a chat template, so chat completions fail. "
-            f"Deploy {model.name.replace('-FP8', '')}-Instruct"
-            f"{'-FP8' if model.name.endswith('-FP8') else ''} for chat, or use "
+            f"Deploy {instruct} for chat, or deploy {model.name} with a chat template "
+            "(CHAT_TEMPLATE in 01/02, VllmOptions(chat_template=...), vLLM's --chat-template; "
+            "nbhelpers.request_rules.LLAMA3_CHAT_TEMPLATE is Llama 3's), or use "
             "nbhelpers.predict() with a plain prompt."
         )
     image_count(model, sum(1 for m in messages if isinstance(m.get("content"), list)
@@ -244,8 +287,9 @@ class Requests:
 
     `prompt` goes to any model (as it is through predict, or as the user's turn in chat);
     `question` is asked about `image` on a vision model (no image: the drawn sample), the image
-    being loaded then; `chat` sends through chat completions, which needs an Instruct model's
-    chat template; `n_prompts` prompts are sent `concurrency` at a time."""
+    being loaded then; `chat` sends through chat completions, which needs a chat template (an
+    Instruct model's own, or one the container passes); `n_prompts` prompts are sent
+    `concurrency` at a time."""
 
     prompt: str | None = None
     question: str | None = None
@@ -274,34 +318,38 @@ class Requests:
         if self.concurrency is not None:
             check_concurrency(self.concurrency)
 
-    def check(self, model: ModelSpec, *, max_model_len: int, dedicated: bool = False) -> None:
+    def check(self, model: ModelSpec, *, max_model_len: int, dedicated: bool = False,
+              container_args: Sequence[str] = ()) -> None:
         """The rules that depend on the model and its max_model_len, applied to the requests
         as the notebook's later cells build them: the image loaded (a vision model is the
-        one that reads it), the chat template, the payload limit of the planned endpoint's
-        type (`dedicated`: 10 MB, else 1.5 MB; limits.predict_payload_bytes)."""
+        one that reads it), the chat template (the model's own, or a --chat-template among the
+        planned `container_args`), the payload limit of the planned endpoint's type
+        (`dedicated`: 10 MB, else 1.5 MB; limits.predict_payload_bytes)."""
         sampling(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
                  top_k=self.top_k, model=model, context=max_model_len)
+        template = model.has_chat_template or bool(
+            container.chat_template_of(list(container_args)))
         if self.chat:
-            check_chat(model, [])
+            check_chat(model, [], template=template)
         checks.flag("dedicated", dedicated)
         if self.prompt is not None:
             self._check_one(model, self.prompt, max_model_len=max_model_len,
-                            dedicated=dedicated)
+                            dedicated=dedicated, template=template)
         if self.question is not None and model.modality == "vision":
             source = _image_source(self.image)
             image = images.sample_image() if source is None or source == "" \
                 else images.load_image(source)
             self._check_one(model, self.question, image=image, max_model_len=max_model_len,
-                            dedicated=dedicated)
+                            dedicated=dedicated, template=template)
 
     def _check_one(self, model: ModelSpec, text: str, *, image: Any = None,
-                   max_model_len: int, dedicated: bool) -> None:
+                   max_model_len: int, dedicated: bool, template: bool) -> None:
         """One request as the notebook's later cell builds it, measured against the payload
         limit (a chat about an image goes without the system prompt, as in notebook 03)."""
         if self.chat:
             turn = messages(text, system=self.system if image is None else "",
                             images_in=None if image is None else [image])
-            check_chat(model, turn)
+            check_chat(model, turn, template=template)
             images.check_payload({"messages": turn}, dedicated=dedicated)
             return
         if image is not None:

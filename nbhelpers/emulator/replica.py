@@ -36,7 +36,7 @@ class Replica:
     model_id: str  # what the container serves (the --model value)
     predict_route: str
     health_route: str
-    chat_template: bool
+    chat_template: bool  # the tokenizer's own (Instruct) or one the container supplies
     images_per_prompt: int = 0  # vLLM's limit_mm_per_prompt for images (mllama: 1)
     max_num_seqs: int = 256
     service_seconds: float = 0.0
@@ -81,6 +81,8 @@ class Replica:
                     "dropped Llama 3.2 Vision (mllama) after 0.10, and the installed CPU build "
                     "is newer; this replica answers from the rehearsal engine")])
             return
+        # A base model with a supplied template chats through the tiny Instruct model, whose
+        # template stands in for a file in the image (an inline one is passed on to vLLM).
         self._real = VllmServer.launch(
             container_args=self.container_args, image_release=self.image_release,
             served_name=self.model_id, instruct=self.chat_template, log=self.on_log)

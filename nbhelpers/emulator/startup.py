@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nbhelpers import catalog, planner, releases, vllm_args
-from nbhelpers.container import memory_inputs
+from nbhelpers.container import chat_template_of, memory_inputs
 from nbhelpers.emulator.quotas import SERVING_METRICS
 from nbhelpers.emulator.replica import Replica, log_line
 from nbhelpers.errors import ConfigError
@@ -74,8 +74,10 @@ def _catalog_entry(model_id: str) -> catalog.ModelSpec | None:
 
 
 def check_engine(values: dict[str, Any], env: dict[str, str], *, gpu_count: int,
-                 model: catalog.ModelSpec | None, engine: str = "rehearsal") -> list[str]:
-    """The engine's own start-up checks; returns the log lines of a good start."""
+                 model: catalog.ModelSpec | None, engine: str = "rehearsal",
+                 chat_template: str = "") -> list[str]:
+    """The engine's own start-up checks; returns the log lines of a good start (with the
+    supplied `chat_template`, logged as vLLM's API server logs it)."""
     served = values.get("model") or "facebook/opt-125m"
     lines = [
         log_line("INFO", "api_server.py", "vLLM API server (nbhelpers emulator stand-in)"),
@@ -113,6 +115,9 @@ def check_engine(values: dict[str, Any], env: dict[str, str], *, gpu_count: int,
              f"Cannot access gated repo for url https://huggingface.co/{served}/resolve/main/"
              f"config.json. Access to model {served} is restricted. You must have access to it "
              "and be authenticated to access it. Please log in.")
+    if chat_template:  # vLLM prints the template on the lines after its message
+        lines += [log_line("INFO", "api_server.py", "Using supplied chat template:"),
+                  *chat_template.splitlines()]
     lines += [
         log_line("INFO", "emulator",
                  "no weights are loaded: replies come from the rehearsal engine"
@@ -180,14 +185,17 @@ def start_replica(container: dict[str, Any], machine: dict[str, Any], *,
     model_id = env.get("MODEL_ID") or values.get("model", "")
     model = _catalog_entry(model_id)
     vision = model is not None and model.modality == "vision"  # the real engine serves text only
+    # vLLM applies a supplied template in place of the tokenizer's: a base model chats with one.
+    template = chat_template_of(args)
     lines = check_engine(values, env, gpu_count=machine.get("acceleratorCount", 0), model=model,
-                         engine="rehearsal" if vision else engine)
+                         engine="rehearsal" if vision else engine, chat_template=template)
     lines = check_memory(lines, model=model, args=args, machine=machine,
                          image=container.get("imageUri", ""))
     replica = Replica(model_id=values.get("model", model_id),
                       predict_route=container.get("predictRoute", "/predict"),
                       health_route=container.get("healthRoute", "/health"),
-                      chat_template=model.has_chat_template if model else True,
+                      chat_template=(model.has_chat_template if model else True)
+                      or bool(template),
                       images_per_prompt=_image_limit(values, model is not None
                                                      and model.modality == "vision"),
                       max_num_seqs=values.get("max-num-seqs", 256),
