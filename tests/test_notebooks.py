@@ -43,7 +43,9 @@ def run_suite(notebooks_dir, out_dir, *, notebooks=SUITE, parameters=None, run_i
 def test_setup_deploy_predict_cleanup(tmp_path, monkeypatch, capfd):
     monkeypatch.delenv("NBHELPERS_EMULATOR_URL", raising=False)
     report = run(RunConfig(NOTEBOOKS, tmp_path, run_id="nb-run", progress=False,
-                           parameters={"PROMPT": "Name three colours.", "MAX_TOKENS": 20},
+                           parameters={"PROMPT": "Name three colours.", "MAX_TOKENS": 20,
+                                       "RUN_BATCH_JOB": True,  # 01's billed batch section
+                                       "INFERENCE_TIMEOUT_S": 120},
                            environment={"HF_TOKEN": FAKE_TOKEN}))
     results = report.runs
     assert [r.notebook for r in results] == list(SUITE)
@@ -61,6 +63,9 @@ def test_setup_deploy_predict_cleanup(tmp_path, monkeypatch, capfd):
     replies = re.findall(r"\[rehearsal engine[^\n]*", deployed)
     assert replies and all(len(r.split()) == 20 for r in replies)  # MAX_TOKENS honoured
     assert "REHEARSAL MODE" in deployed
+    # dedicated by default, with the inference timeout the run set
+    assert "dedicated (its own DNS name; requests up to 10,485,760 bytes, streaming, inference " \
+           "timeout 120 s)" in deployed
     assert "JOB_STATE_SUCCEEDED, 3 of 3 prompt(s) answered" in deployed
     cleaned = _outputs(run_dir / "05_cleanup.ipynb")
     assert "Deleting 7 resource(s)" in cleaned and "nothing labelled for this run" in cleaned
@@ -68,9 +73,13 @@ def test_setup_deploy_predict_cleanup(tmp_path, monkeypatch, capfd):
     assert "image/png" in vision  # the picture is shown inline
     # PROMPT is one parameter across 01-03: 02 asks it about the image
     assert "<|image|>Name three colours." in vision and "an image of 800x600 pixels" in vision
+    body = vision[vision.index("The request body predict() sends:"):]  # printed before sending
+    assert '"multi_modal_data"' in body and "data:image/jpeg;base64," in body
+    assert body.index('"multi_modal_data"') < body.index("an image of 800x600 pixels")
     chatted = _outputs(run_dir / "03_openai_chat_inference.ipynb")
     assert "in 2 messages (system,user)" in chatted and "4 messages" in chatted
     assert "24/24 succeeded" in chatted and "image/png" in chatted  # the plot
+    assert "endpoint: dedicated, streams" in chatted  # what 01 deployed, by default
     state = _state(run_dir)
     assert state["endpoints"] == {} and state["models"] == {}
     assert any(line for lines in state["logs"].values() for line in lines)
@@ -80,6 +89,28 @@ def test_setup_deploy_predict_cleanup(tmp_path, monkeypatch, capfd):
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_01_deploys_through_model_garden(tmp_path, emulator):
+    """DEPLOY_WITH="model-garden": the plan lists Google's verified configurations, the licence
+    is accepted with the deploy (ACCEPT_EULA), and the notebook predicts as on the other path;
+    the batch section, off by default, starts nothing."""
+    results = run_suite(NOTEBOOKS, tmp_path, notebooks=("01_deploy_llama31_text.ipynb",),
+                        parameters={"DEPLOY_WITH": "model-garden", "ACCEPT_EULA": True,
+                                    "MAX_TOKENS": 8}, run_id="garden",
+                        environment={"NBHELPERS_EMULATOR_URL": emulator.url,
+                                     "HF_TOKEN": FAKE_TOKEN})
+    assert all(r.ok for r in results), [r.error for r in results]
+    deployed = _outputs(tmp_path / "garden" / "01_deploy_llama31_text.ipynb")
+    assert "Google's verified configurations of meta/llama3_1@llama-3.1-8b-instruct " \
+           "(list_deploy_options):" in deployed
+    assert "Accepting the licence of meta/llama3_1" in deployed
+    assert "Output:\n[rehearsal engine" in deployed
+    assert "Skipped the batch prediction job" in deployed
+    data = emulator.vertex.state.data
+    assert any(data["eulas"].values()) and len(data["endpoints"]) == 1
+    assert data["batchPredictionJobs"] == {}
+    assert FAKE_TOKEN not in deployed
 
 
 @pytest.mark.parametrize("notebook, parameters, env, message", [

@@ -49,9 +49,8 @@ def test_two_model_matrix(tmp_path):
     run_ids = {r.run_id for r in report.runs if r.entry}
     assert run_ids == {"mx-llama-3-1-8b-instruct", "mx-llama-3-2-1b"}
     cleanups = [r for r in report.runs if r.notebook == "05_cleanup.ipynb" and r.entry]
-    # Each its own endpoint and model; 01's run also its batch prediction job and 2 files.
-    assert {r.entry: r.results for r in cleanups} == {
-        "Llama-3.1-8B-Instruct": {"deleted": 5}, "Llama-3.2-1B": {"deleted": 2}}
+    # Each its own endpoint and model (01's batch job runs only with RUN_BATCH_JOB).
+    assert all(r.results == {"deleted": 2} for r in cleanups), [r.results for r in cleanups]
     state = _emulator_state(tmp_path / "mx")
     assert state["endpoints"] == {} and state["models"] == {}
     assert "Llama-3.2-1B" in (tmp_path / "mx" / "report.md").read_text()
