@@ -9,15 +9,17 @@ import ast
 import difflib
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbhelpers import catalog, tokens, validate
+from nbhelpers import catalog, prices, tokens, validate
 from nbhelpers.checks import shown
 from nbhelpers.errors import ConfigError, choices
-from nbhelpers.releases import DEPLOYMENT_TIMEOUT_S
+from nbhelpers.limits import DEDICATED_MAX_INFERENCE_TIMEOUT_S
+from nbhelpers.model_garden import DEPLOY_WITH
+from nbhelpers.releases import DEPLOYMENT_TIMEOUT_S, RELEASES
 from nbhelpers.tiny_llama import ENGINES
 
 SETUP, CLEANUP = "00_setup.ipynb", "05_cleanup.ipynb"
@@ -102,6 +104,37 @@ class ParameterSpec:
         elif kind is str and isinstance(value, int | float):  # bools too: YAML's yes and no
             takes += " (quote it in YAML: '...')"
         return f"{self.notebook} declares {self.name} = {self.default}, so it takes {takes}"
+
+
+def _one_of(allowed: tuple[str, ...], what: str) -> Callable[[Any], str | None]:
+    return lambda value: None if value in allowed else f"{what}: one of {choices(allowed)}"
+
+
+def _max_hourly_cost(value: Any) -> str | None:
+    try:
+        prices.check_max_hourly_cost(value)  # the plan's own rule, so the two never differ
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def _inference_timeout(value: Any) -> str | None:
+    if 0 <= value <= DEDICATED_MAX_INFERENCE_TIMEOUT_S:
+        return None
+    return (f"seconds a dedicated endpoint waits for a prediction, 0 (Google's default) to "
+            f"{DEDICATED_MAX_INFERENCE_TIMEOUT_S}")
+
+
+# The values of the deploy notebooks' parameters the runner can check without the model, by the
+# package's own tables, so that a misspelt tag or a negative cost stops the run before setup
+# starts rather than in a deploy notebook's plan cell minutes later. Each rule sees a value of
+# the declared type (ParameterSpec.refusal passed first) and says why it does not fit, or None.
+VALUE_RULES: dict[str, Callable[[Any], str | None]] = {
+    "DEPLOY_WITH": _one_of(DEPLOY_WITH, "how to deploy"),
+    "CONTAINER_TAG": _one_of(tuple(RELEASES), "a tag of the release table (nbhelpers/releases.py)"),
+    "MAX_HOURLY_COST": _max_hourly_cost,
+    "INFERENCE_TIMEOUT_S": _inference_timeout,
+}
 
 
 def _is_text(value: str) -> bool:
@@ -434,7 +467,7 @@ def _check_parameter_sets(config: RunConfig) -> None:
 
 def _check_names_and_values(config: RunConfig) -> None:
     """Each parameter name is taken by a notebook of the run, and each value fits the type
-    every notebook that takes it declares."""
+    every notebook that takes it declares, and its VALUE_RULES."""
     specs = notebook_parameters(config.notebooks_dir)
     planned = planned_notebooks(config)
     everywhere = {name for handed in planned for nb in handed.notebooks for name in specs[nb]}
@@ -449,6 +482,8 @@ def _check_names_and_values(config: RunConfig) -> None:
             for notebook in handed.notebooks:
                 spec = specs[notebook].get(name)
                 reason = spec.refusal(value) if spec else None
+                if spec and not reason and name in VALUE_RULES:
+                    reason = VALUE_RULES[name](value)
                 if reason:
                     at = where if name in handed.own else ""
                     raise ConfigError(f"parameter {name}={shown(value)}{at} does not fit: "

@@ -8,8 +8,10 @@ examples each property tried.
 
 from __future__ import annotations
 
+import ast
 import collections
 import contextlib
+import json
 import math
 import os
 import re
@@ -23,10 +25,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nbhelpers import catalog, run_config, runner, tokens
+from nbhelpers import catalog, prices, run_config, runner, tokens
 from nbhelpers.__main__ import main
 from nbhelpers.checks import shown
 from nbhelpers.errors import ConfigError
+from nbhelpers.limits import DEDICATED_MAX_INFERENCE_TIMEOUT_S
+from nbhelpers.model_garden import DEPLOY_WITH
+from nbhelpers.releases import DEFAULT_TAG, RELEASES
 from nbhelpers.run_config import (
     BACKENDS,
     CLEANUP,
@@ -143,8 +148,34 @@ OPTIONS: dict[str, tuple[str, st.SearchStrategy[Any]]] = {
 }
 
 
-def good_value(kind: type | None) -> st.SearchStrategy[Any]:
-    """Values of the type a notebook declares, huge and empty ones too, never token-like."""
+MOST_HOURLY_COST = 1_000_000  # prices.check_max_hourly_cost's ceiling
+# The parameters whose values the runner checks by the package's tables (run_config.VALUE_RULES):
+# their good values come from those tables, their bad ones break exactly one rule.
+GOOD_BY_RULE: dict[str, st.SearchStrategy[Any]] = {
+    "DEPLOY_WITH": st.sampled_from(DEPLOY_WITH),
+    "CONTAINER_TAG": st.sampled_from(sorted(RELEASES)),
+    "MAX_HOURLY_COST": st.one_of(st.floats(0, MOST_HOURLY_COST), st.integers(0, MOST_HOURLY_COST)),
+    "INFERENCE_TIMEOUT_S": st.integers(0, DEDICATED_MAX_INFERENCE_TIMEOUT_S),
+}
+NOT_A_CHOICE = st.text(max_size=40).filter(lambda s: not tokens.looks_like_secret(s))
+BAD_BY_RULE: dict[str, tuple[st.SearchStrategy[Any], str]] = {  # the values, what the error says
+    "DEPLOY_WITH": (NOT_A_CHOICE.filter(lambda s: s not in DEPLOY_WITH), "'model-garden'"),
+    "CONTAINER_TAG": (NOT_A_CHOICE.filter(lambda s: s not in RELEASES), repr(DEFAULT_TAG)),
+    "MAX_HOURLY_COST": (st.one_of(
+        st.floats(max_value=0, exclude_max=True, allow_nan=False, allow_infinity=False),
+        st.integers(-2 ** 63, -1), st.floats(min_value=MOST_HOURLY_COST, exclude_min=True,
+                                             allow_infinity=False),
+        st.integers(MOST_HOURLY_COST + 1, 2 ** 63 - 1)), "0 for no limit"),
+    "INFERENCE_TIMEOUT_S": (st.one_of(st.integers(-2 ** 63, -1), st.integers(
+        DEDICATED_MAX_INFERENCE_TIMEOUT_S + 1, 2 ** 63 - 1)), "0 (Google's default) to 3600"),
+}
+
+
+def good_value(kind: type | None, name: str = "") -> st.SearchStrategy[Any]:
+    """Values of the type a notebook declares, huge and empty ones too, never token-like; for a
+    name the runner checks by a table, values from that table."""
+    if name in GOOD_BY_RULE:
+        return GOOD_BY_RULE[name]
     int64 = st.integers(-2 ** 63, 2 ** 63 - 1)
     text = st.one_of(st.text(max_size=40), st.text(min_size=2000, max_size=5000)) \
         .filter(lambda s: not tokens.looks_like_secret(s))
@@ -228,6 +259,44 @@ def test_bad_values_in_a_matrix_entry_are_refused(out, drawn):
     assert f"parameter {name}" in message, message
 
 
+def test_the_rules_cover_names_the_notebooks_take():
+    assert set(BAD_BY_RULE) == set(GOOD_BY_RULE) == set(run_config.VALUE_RULES)
+    for name in run_config.VALUE_RULES:
+        assert name in KIND, name  # a rule for a parameter no notebook declares checks nothing
+    assert prices.check_max_hourly_cost(MOST_HOURLY_COST) == MOST_HOURLY_COST
+
+
+@PROPERTY
+@given(st.sampled_from(sorted(BAD_BY_RULE)).flatmap(
+    lambda name: st.tuples(st.just(name), BAD_BY_RULE[name][0])), st.booleans())
+def test_values_outside_the_tables_are_refused_naming_the_value_and_the_choices(out, drawn,
+                                                                               in_matrix):
+    """The right type, the wrong value: a tag outside the release table, a way to deploy that
+    is none, a negative cost, a timeout outside 0-3600 s. Refused before setup starts."""
+    EXAMPLES["values outside the tables"] += 1
+    name, value = drawn
+    if in_matrix:
+        message = refused(out, matrix=[{"MODEL": "Llama-3.2-1B", name: value}])
+    else:
+        message = refused(out, parameters={name: value})
+    assert f"parameter {name}={shown(value)}" in message, message
+    assert BAD_BY_RULE[name][1] in message, message
+
+
+def test_the_deploy_notebooks_offer_the_tables_choices():
+    """What the runner checks is what the Colab forms offer (one source: the package's tables),
+    and the new parameters' defaults are those the brief of issue #17 set."""
+    for notebook in ("01_deploy_llama31_text.ipynb", "02_deploy_llama32_multimodal.ipynb"):
+        specs = SPECS[notebook]
+        for name, table in (("DEPLOY_WITH", list(DEPLOY_WITH)), ("CONTAINER_TAG", list(RELEASES))):
+            assert json.loads(specs[name].help.removeprefix("@param ")) == table, (notebook, name)
+        defaults = {name: ast.literal_eval(specs[name].default) for name in
+                    ("DEPLOY_WITH", "ACCEPT_EULA", "DEDICATED_ENDPOINT", "INFERENCE_TIMEOUT_S")}
+        assert defaults == {"DEPLOY_WITH": "vllm-container", "ACCEPT_EULA": False,
+                            "DEDICATED_ENDPOINT": True, "INFERENCE_TIMEOUT_S": 0}, notebook
+    assert SPECS["01_deploy_llama31_text.ipynb"]["RUN_BATCH_JOB"].default == "False"
+
+
 BAD_MATRIX = st.one_of(
     st.text(max_size=20), st.integers(), st.none(),
     st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),  # not a list
@@ -306,11 +375,11 @@ def good_configs(draw: st.DrawFn, out: Path) -> RunConfig:
     planned = planned_notebooks(config)
     taken = sorted({n for handed in planned for nb in handed.notebooks for n in SPECS[nb]})
     names = draw(st.lists(st.sampled_from(taken), max_size=5, unique=True)) if taken else []
-    config.parameters = {name: draw(good_value(KIND[name])) for name in names}
+    config.parameters = {name: draw(good_value(KIND[name], name)) for name in names}
     for entry, handed in zip(config.matrix, planned[1:], strict=True):
         own = sorted({n for nb in handed.notebooks for n in SPECS[nb]} - {"MODEL"})
         for name in draw(st.lists(st.sampled_from(own), max_size=3, unique=True)) if own else []:
-            entry[name] = draw(good_value(KIND[name]))
+            entry[name] = draw(good_value(KIND[name], name))
     return config
 
 
