@@ -2,8 +2,9 @@
 Colab form (a `# @title`, `# @markdown` help, `# @param` on every assignment), no shell cells,
 the same first code cell everywhere (the one that makes a runtime ready, pinned to pyproject's
 version and repository URL), and the lessons' guards: a deploy only behind CONFIRM_DEPLOY
-(False in the notebook), MACHINE_TYPE's choices those its MODEL list starts on, and one name
-for the prompt."""
+and a batch prediction job only behind RUN_BATCH_JOB (both False in the notebook), MACHINE_TYPE's
+choices those its MODEL list starts on, DEPLOY_WITH's and CONTAINER_TAG's the package's tables,
+and one name for the prompt."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from nbhelpers import deployments, runtime
+from nbhelpers import deployments, model_garden, releases, runtime
 
 _ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*\s*(:\s*[^=]+)?=")
 _PARAM_LIST = re.compile(r"^(?P<name>[A-Z_][A-Z0-9_]*)\s*=.*#\s*@param\s*(?P<choices>\[.*\])")
@@ -21,6 +22,11 @@ RENAMED = {"QUESTION": "PROMPT (IMAGE_PROMPT for the question about an image in 
            "TEXT_PROMPT": "PROMPT"}
 DEPLOY_CALL = "nbhelpers.deploy("
 CONFIRM_CALL = "nbhelpers.confirm_deploy("
+BATCH_CALL = "nbhelpers.run_batch_prediction("  # starts machines of its own: billed
+BATCH_GUARD = "if RUN_BATCH_JOB:"
+# Choices a form offers exactly as the package's tables hold them, where they are written once.
+TABLE_CHOICES = {"DEPLOY_WITH": ("model_garden.DEPLOY_WITH", list(model_garden.DEPLOY_WITH)),
+                 "CONTAINER_TAG": ("releases.RELEASES", list(releases.RELEASES))}
 
 
 def release(directory: Path) -> tuple[str, str]:
@@ -69,6 +75,10 @@ def form_problems(path: Path, source: str) -> list[str]:
             except json.JSONDecodeError:
                 found.append(f"{path.name}: {matched['name']}'s '# @param [...]' is not a "
                              "JSON list of choices")
+    for name, (source, table) in TABLE_CHOICES.items():
+        if name in lists and lists[name] != table:
+            found.append(f"{path.name}: {name}'s choices must be the package's ({source}), in "
+                         f"its order: {json.dumps(table)}")
     if "MACHINE_TYPE" in lists and "MODEL" in lists:
         try:
             expected = deployments.machine_param_choices(lists["MODEL"])
@@ -97,6 +107,23 @@ def confirm_problems(path: Path, cells: list[dict], parameters: str) -> list[str
     return found
 
 
+def batch_problems(path: Path, cells: list[dict], parameters: str) -> list[str]:
+    """A notebook that starts a batch prediction job declares RUN_BATCH_JOB = False and calls
+    nbhelpers.run_batch_prediction( only under `if RUN_BATCH_JOB:`: "Run all" starts none."""
+    found = []
+    calling = [i for i, c in enumerate(cells) if c.get("cell_type") == "code"
+               and BATCH_CALL in "".join(c["source"])]
+    if calling and not re.search(r"^RUN_BATCH_JOB = False\s+# @param", parameters, re.M):
+        found.append(f"{path.name}: it starts a batch prediction job, so its parameters must "
+                     "hold 'RUN_BATCH_JOB = False  # @param {type:\"boolean\"}'")
+    for index in calling:
+        source = "".join(cells[index]["source"])
+        if BATCH_GUARD not in source or source.index(BATCH_GUARD) > source.index(BATCH_CALL):
+            found.append(f"{path.name}: cell {index} calls {BATCH_CALL}...) without "
+                         f"'{BATCH_GUARD}' before it")
+    return found
+
+
 def problems(path: Path, expected_first_cell: str | None = None) -> list[str]:
     notebook = json.loads(path.read_text())
     found = []
@@ -112,6 +139,7 @@ def problems(path: Path, expected_first_cell: str | None = None) -> list[str]:
                 found.append(f"{path.name}: parameter line lacks '# @param': {line!r}")
         found += form_problems(path, "".join(cell["source"]))
     found += confirm_problems(path, cells, "".join(params[0]["source"]) if params else "")
+    found += batch_problems(path, cells, "".join(params[0]["source"]) if params else "")
     for index, cell in enumerate(cells):
         if cell.get("cell_type") != "code":
             continue

@@ -78,6 +78,18 @@ def test_every_notebook_passes_the_lessons_lint():
     ("03_openai_chat_inference.ipynb",
      _edit_cell("nbhelpers.deploy(", "nbhelpers.confirm_deploy(plan, CONFIRM_DEPLOY)", "pass"),
      "without nbhelpers.confirm_deploy("),
+    ("01_deploy_llama31_text.ipynb",
+     _edit_parameters("RUN_BATCH_JOB = False", "RUN_BATCH_JOB = True"),
+     "its parameters must hold 'RUN_BATCH_JOB = False"),
+    ("01_deploy_llama31_text.ipynb",
+     _edit_cell("nbhelpers.run_batch_prediction(", "if RUN_BATCH_JOB:", "if True:"),
+     "without 'if RUN_BATCH_JOB:' before it"),
+    ("01_deploy_llama31_text.ipynb",
+     _edit_parameters('# @param ["vllm-container", "model-garden"]', '# @param ["model-garden"]'),
+     "DEPLOY_WITH's choices must be the package's (model_garden.DEPLOY_WITH)"),
+    ("02_deploy_llama32_multimodal.ipynb",
+     _edit_parameters('"20250717_0916_arm_RC01"]', '"20250717_0916_arm_RC01", "latest"]'),
+     "CONTAINER_TAG's choices must be the package's (releases.RELEASES)"),
 ])
 def test_the_lint_refuses_what_breaks_a_lesson_rule(tmp_path, name, change, said):
     found = notebook_checks.problems(_mutated(tmp_path, name, change))
