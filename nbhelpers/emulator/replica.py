@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbhelpers.emulator import rehearsal
+from nbhelpers.emulator import container_protocol, rehearsal
 from nbhelpers.emulator.httpbase import JsonHandler, Server
 
 if TYPE_CHECKING:
@@ -111,13 +111,12 @@ class Replica:
 
     # --- the container's protocol -------------------------------------------------------
     def predict(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        instances = body.get("instances")
-        if not isinstance(instances, list) or not instances:
-            return 400, {"error": "request must be {\"instances\": [...]} with one or more"}
+        try:
+            instances = container_protocol.instances_of(body)
+        except container_protocol.BadPredictBody as refused:
+            return 400, {"error": str(refused)}
         predictions = []
         for instance in instances:
-            if not isinstance(instance, dict) or not isinstance(instance.get("prompt"), str):
-                return 400, {"error": "each instance needs a string 'prompt'"}
             extra = ""
             if instance.get("dynamic-lora"):
                 extra = f" with LoRA adapter {instance['dynamic-lora']}"
@@ -135,10 +134,7 @@ class Replica:
                 temperature=instance.get("temperature"), top_p=instance.get("top_p"),
                 top_k=_int(instance.get("top_k")), extra=extra,
             )
-            if instance.get("raw_response"):
-                predictions.append(generation.text)
-            else:
-                predictions.append(f"Prompt:\n{instance['prompt']}\nOutput:\n{generation.text}")
+            predictions.append(container_protocol.prediction(instance, generation.text))
         return 200, {"predictions": predictions}
 
     def chat(self, body: dict[str, Any]) -> tuple[int, Any]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nbhelpers import tiny_llama, vllm_args
+from nbhelpers.emulator import container_protocol
 from nbhelpers.emulator.rehearsal import VLLM_DEFAULT_MAX_TOKENS
 from nbhelpers.errors import ConfigError, choices
 from nbhelpers.releases import UPSTREAM_TOOL_PARSER
@@ -344,13 +345,12 @@ class VllmServer:
     # --- the container's protocol -----------------------------------------------------------
     def predict(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """The image's predict route: each instance is a completion of its prompt."""
-        instances = body.get("instances")
-        if not isinstance(instances, list) or not instances:
-            return 400, {"error": "request must be {\"instances\": [...]} with one or more"}
+        try:
+            instances = container_protocol.instances_of(body)
+        except container_protocol.BadPredictBody as refused:
+            return 400, {"error": str(refused)}
         predictions = []
         for instance in instances:
-            if not isinstance(instance, dict) or not isinstance(instance.get("prompt"), str):
-                return 400, {"error": "each instance needs a string 'prompt'"}
             if instance.get("dynamic-lora"):
                 return 400, {"error": "LoRA adapters are not served by the real-engine "
                              "rehearsal: the tiny model has no weights to adapt"}
@@ -362,9 +362,8 @@ class VllmServer:
             status, reply = self.post("/v1/completions", request)
             if status != 200:
                 return status, reply
-            text = reply["choices"][0]["text"]
-            predictions.append(text if instance.get("raw_response")
-                               else f"Prompt:\n{instance['prompt']}\nOutput:\n{text}")
+            predictions.append(container_protocol.prediction(instance,
+                                                             reply["choices"][0]["text"]))
         return 200, {"predictions": predictions}
 
     def forward_chat(self, handler: Any, body: dict[str, Any]) -> None:
