@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 
 import nbhelpers
-from nbhelpers import (catalog, container, deployments, notebook_checks, planner, redaction,
-                       vllm_args, widgets)
+from nbhelpers import (
+    catalog,
+    container,
+    deployments,
+    notebook_checks,
+    planner,
+    redaction,
+    vllm_args,
+    widgets,
+)
 from nbhelpers.errors import ConfigError
 from nbhelpers.hardware import Hardware
 from nbhelpers.releases import DEFAULT_TAG, image_uri
