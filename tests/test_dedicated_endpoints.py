@@ -96,7 +96,7 @@ def test_the_inference_timeout_is_recorded_and_a_longer_prediction_gets_504(serv
     resource = deployment.endpoint().gca_resource
     assert resource.client_connection_config.inference_timeout.seconds == 1  # read back
     # The rehearsal replica now takes 1.3 s a request: past the endpoint's 1 s timeout.
-    emulator.vertex.replicas[deployment.deployed_model_id].service_seconds = 1.3
+    emulator.vertex.replicas[deployment.deployed_model_id][0].service_seconds = 1.3
     with pytest.raises(ValueError, match="Status code:504") as raised:  # the SDK's (C90)
         deployment.endpoint().predict(instances=_instances()["instances"])
     assert "DEADLINE_EXCEEDED" in str(raised.value) and "timeout of 1s" in str(raised.value)
@@ -106,7 +106,7 @@ def test_the_inference_timeout_is_recorded_and_a_longer_prediction_gets_504(serv
     with pytest.raises(openai.InternalServerError, match="Error code: 504"):
         client.chat.completions.create(model="", max_tokens=2,
                                        messages=[{"role": "user", "content": "Hi"}])
-    emulator.vertex.replicas[deployment.deployed_model_id].service_seconds = 0.0
+    emulator.vertex.replicas[deployment.deployed_model_id][0].service_seconds = 0.0
     assert deployment.endpoint().predict(instances=_instances()["instances"]).predictions
 
 

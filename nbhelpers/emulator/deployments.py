@@ -1,17 +1,26 @@
 """Vertex AI `:deployModel` and `:undeployModel`: a deployment is an operation that finishes in
-the background, once the model's container has started (a replica) or failed the way vLLM or
-the platform fails, with its lines in the endpoint's log."""
+the background, once the model's container has started on `minReplicaCount` replicas or failed
+the way vLLM or the platform fails, with its lines in the endpoint's log.
+
+Replicas: a deployed model gets `dedicatedResources.minReplicaCount` replicas (at least one),
+each started as the container starts; autoscaling above the minimum is not simulated (the
+`maxReplicaCount` and `autoscalingMetricSpecs` are kept and read back only). The read-back's
+`status.availableReplicaCount` is the DeployedModel field Google documents for "the number of
+available replicas of the deployed model" (google-cloud-aiplatform 2.x,
+`aiplatform_v1.types.DeployedModel.Status`, read 2026-11-26)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nbhelpers.emulator import access
 from nbhelpers.emulator.cloud_logging import CloudLogging
 from nbhelpers.emulator.common import V1, ApiError, Route, State, now
 from nbhelpers.emulator.operations import Operations
+from nbhelpers.emulator.quotas import replica_count
 from nbhelpers.emulator.replica import Replica
 from nbhelpers.emulator.startup import (
     PLATFORM_CAUSES,
@@ -73,7 +82,8 @@ class Deployments:
         self.engine = engine  # what replicas answer from: "rehearsal" or "vllm" (vllm_engine)
         self.deploying: dict[str, int] = {}  # endpoint or model name -> deployments in flight
         self.seeded_failures: list[str] = []  # causes the next deployments fail with
-        self.replicas: dict[str, Replica] = {}  # deployed model id -> its serving replica
+        # deployed model id -> its serving replicas (minReplicaCount of them)
+        self.replicas: dict[str, list[Replica]] = {}
 
     def routes(self) -> list[Route]:
         return [("POST", ENDPOINT + r":deployModel", self.deploy_model),
@@ -117,11 +127,28 @@ class Deployments:
             "deployed": deployed, "traffic": body.get("trafficSplit") or {"0": 100}}).start()
         return op
 
-    def _start_replica(self, model: dict[str, Any], machine: dict[str, Any],
-                       endpoint_name: str) -> tuple[Replica, list[str]]:
-        return start_replica(model["containerSpec"], machine,
-                             service_seconds=self.service_seconds, engine=self.engine,
-                             on_log=lambda lines: self.logging.log(endpoint_name, lines))
+    def _start_replicas(self, model: dict[str, Any], deployed: dict[str, Any],
+                        endpoint_name: str) -> list[Replica]:
+        """Starts the deployed model's minimum replicas one after another, each logging its
+        own start-up lines (marked "[replica i/n]" when there are several); a replica that
+        fails stops those already started and raises StartupFailure."""
+        resources = deployed["dedicatedResources"]
+        count = replica_count(resources)
+        started: list[Replica] = []
+        try:
+            for index in range(count):
+                mark = _marker(index, count)
+                replica, lines = start_replica(
+                    model["containerSpec"], resources["machineSpec"],
+                    service_seconds=self.service_seconds, engine=self.engine,
+                    on_log=self._replica_log(endpoint_name, mark))
+                started.append(replica)
+                self.logging.log(endpoint_name, mark(lines))
+        except StartupFailure as failure:
+            for replica in started:
+                replica.stop()
+            raise StartupFailure(_marker(len(started), count)(failure.lines)) from None
+        return started
 
     def _finish_deploy(self, *, op_name: str, endpoint_name: str, model_name: str,
                        deployed: dict[str, Any], traffic: dict[str, int]) -> None:
@@ -133,9 +160,16 @@ class Deployments:
                 for name in (endpoint_name, model_name):
                     self.deploying[name] -= 1
 
+    def _replica_log(self, endpoint_name: str,
+                     mark: Callable[[list[str]], list[str]]) -> Callable[[list[str]], None]:
+        """Where a running replica's own lines go: the endpoint's log, marked as its own."""
+        return lambda lines: self.logging.log(endpoint_name, mark(lines))
+
     def _start(self, endpoint_name: str, model: dict[str, Any],
-               machine: dict[str, Any]) -> tuple[Replica | None, dict[str, Any] | None]:
-        """Starts the replica, or fails as seeded or as the container would: (replica, error)."""
+               deployed: dict[str, Any]) -> tuple[list[Replica], dict[str, Any] | None]:
+        """Starts the replicas, or fails as seeded or as the container would:
+        (replicas, error)."""
+        machine = deployed["dedicatedResources"]["machineSpec"]
         with self.state.lock:
             seeded = self.seeded_failures.pop(0) if self.seeded_failures else None
         try:
@@ -144,14 +178,12 @@ class Deployments:
             if seeded:
                 raise StartupFailure(
                     seeded_failure_lines(seeded, model["containerSpec"], machine))
-            replica, lines = self._start_replica(model, machine, endpoint_name)
-            self.logging.log(endpoint_name, lines)
-            return replica, None
+            return self._start_replicas(model, deployed, endpoint_name), None
         except QuotaFailure as failure:
-            return None, {"code": 8, "message": str(failure)}
+            return [], {"code": 8, "message": str(failure)}
         except StartupFailure as failure:
             self.logging.log(endpoint_name, failure.lines)
-            return None, _exited_error(endpoint_name)
+            return [], _exited_error(endpoint_name)
 
     def _complete_deploy(self, *, op_name: str, endpoint_name: str, model_name: str,
                          deployed: dict[str, Any], traffic: dict[str, int]) -> None:
@@ -159,18 +191,19 @@ class Deployments:
         with self.state.lock:
             endpoint = self.state.data["endpoints"].get(endpoint_name)
             model = self.state.data["models"].get(model_name)
-        replica: Replica | None = None
+        replicas: list[Replica] = []
         error: dict[str, Any] | None
         if endpoint is None or model is None:
             error = {"code": 5, "message": "The endpoint or model was deleted during deployment."}
         else:
-            replica, error = self._start(endpoint_name, model,
-                                         deployed["dedicatedResources"]["machineSpec"])
+            replicas, error = self._start(endpoint_name, model, deployed)
         with self.state.lock:
-            if replica is None or endpoint is None or model is None:
+            if not replicas or endpoint is None or model is None:
                 self.operations.finish(op_name, error=error)
                 return
-            self.replicas[deployed["id"]] = replica
+            self.replicas[deployed["id"]] = replicas
+            deployed["status"] = {"availableReplicaCount": len(replicas),
+                                  "lastUpdateTime": now()}
             endpoint["deployedModels"].append(deployed)
             split = {(deployed["id"] if k == "0" else k): v for k, v in traffic.items()}
             endpoint["trafficSplit"] = {**endpoint.get("trafficSplit", {}), **split}
@@ -201,8 +234,7 @@ class Deployments:
                 model["deployedModels"] = [d for d in model["deployedModels"]
                                            if d["deployedModelId"] != deployed_id]
             self.state.save()
-        replica = self.replicas.pop(deployed_id, None)
-        if replica:
+        for replica in self.replicas.pop(deployed_id, []):
             replica.stop()
         return self.operations.create(endpoint["name"],
                                       {"@type": V1 + "UndeployModelResponse"})
@@ -218,12 +250,20 @@ class Deployments:
             for deployed in endpoint["deployedModels"]:
                 model = self.state.data["models"].get(deployed["model"])
                 if model:
-                    machine = deployed["dedicatedResources"]["machineSpec"]
-                    self.replicas[deployed["id"]] = self._start_replica(
-                        model, machine, endpoint["name"])[0]
+                    self.replicas[deployed["id"]] = self._start_replicas(
+                        model, deployed, endpoint["name"])
 
     def stop_replicas(self) -> None:
-        for replica in self.replicas.values():
-            replica.stop()
+        for replicas in self.replicas.values():
+            for replica in replicas:
+                replica.stop()
         self.replicas.clear()
+
+
+def _marker(index: int, count: int) -> Callable[[list[str]], list[str]]:
+    """Marks a replica's log lines with its index when a deployment has several, so the
+    endpoint's log tells them apart; a single replica's lines stay as vLLM prints them."""
+    if count == 1:
+        return lambda lines: lines
+    return lambda lines: [f"[replica {index + 1}/{count}] {line}" for line in lines]
 

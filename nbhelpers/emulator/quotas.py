@@ -127,9 +127,8 @@ class Quotas:
                 for deployed in endpoint["deployedModels"]:
                     resources = deployed.get("dedicatedResources") or {}
                     machine = resources.get("machineSpec") or {}
-                    replicas = max(int(resources.get("minReplicaCount") or 1), 1)
                     key = (str(machine.get("acceleratorType")), region)
-                    used[key] = used.get(key, 0) + replicas * int(
+                    used[key] = used.get(key, 0) + replica_count(resources) * int(
                         machine.get("acceleratorCount") or 0)
         return used
 
@@ -162,3 +161,9 @@ class Quotas:
                 "points": [{"interval": {"startTime": now(), "endTime": now()},
                             "value": {"int64Value": str(gpus)}}]})
         return {"timeSeries": series, "unit": "1"} if series else {}
+
+
+def replica_count(resources: dict[str, Any]) -> int:
+    """The replicas a deployed model runs (and holds GPUs for): its minReplicaCount, at least
+    one (Vertex AI's default), since autoscaling above the minimum is not simulated."""
+    return max(int(resources.get("minReplicaCount") or 1), 1)

@@ -46,6 +46,7 @@ class Replica:
     image_release: str = ""  # the image's vLLM release, which the arguments are written for
     _server: Server | None = None
     real_engine_failed: bool = False  # the vLLM server could not start: health answers 503
+    requests_received: int = 0  # calls to its predict and chat routes (tests see the spread)
     _real: VllmServer | None = None
     _slot_free_at: list[float] = field(default_factory=list)
     _schedule_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -233,6 +234,8 @@ class _ReplicaHandler(JsonHandler):
             return self.send_json(400, {"error": f"invalid JSON: {exc}"})
         if self.path not in (self.owner.predict_route, "/v1/chat/completions"):
             return self.send_json(404, {"detail": "Not Found"})
+        with self.owner._schedule_lock:
+            self.owner.requests_received += 1
         real = self.owner._real
         if real is not None:  # the real engine: vLLM schedules and answers
             if self.path == self.owner.predict_route:

@@ -93,7 +93,7 @@ class VertexEmulator:
         self.deployments.service_seconds = value
 
     @property
-    def replicas(self) -> dict[str, Replica]:
+    def replicas(self) -> dict[str, list[Replica]]:
         return self.deployments.replicas
 
     def dedicated_addresses(self) -> dict[str, str]:

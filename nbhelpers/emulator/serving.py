@@ -1,10 +1,10 @@
 """Online serving on an endpoint: `:predict`, `:streamRawPredict` and OpenAI chat completions,
-passed on to the replica of the deployed model that takes the traffic, after the checks Vertex
-AI's front end makes, in this order: the host the call came through (an endpoint is served either
-on the shared regional host or on its own dedicated DNS name, never both, and one dedicated
-endpoint's name serves that endpoint only), streaming (dedicated endpoints only), the access
-token, injected faults, and the payload size of the endpoint's type; then the wait for the
-replica, bounded by the endpoint's inference timeout (504 past it).
+passed on to a replica (each in turn) of the deployed model that takes the traffic, after the
+checks Vertex AI's front end makes, in this order: the host the call came through (an endpoint
+is served either on the shared regional host or on its own dedicated DNS name, never both, and
+one dedicated endpoint's name serves that endpoint only), streaming (dedicated endpoints only),
+the access token, injected faults, and the payload size of the endpoint's type; then the wait
+for the replica, bounded by the endpoint's inference timeout (504 past it).
 
 Sources (read 2026-11-26):
 - "Choose an endpoint type" (cloud.google.com/vertex-ai/docs/predictions/choose-endpoint-type):
@@ -34,6 +34,7 @@ the payload-size message; the timed-out prediction's body (504 DEADLINE_EXCEEDED
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from nbhelpers.emulator import access
@@ -68,11 +69,20 @@ def is_dedicated(endpoint: dict[str, Any]) -> bool:
 
 
 class Serving:
-    """Serving calls. `replicas` is the deployments' own dict (deployed model id -> replica),
-    shared so a finished deployment serves at once."""
+    """Serving calls. `replicas` is the deployments' own dict (deployed model id -> its
+    replicas), shared so a finished deployment serves at once.
 
-    def __init__(self, state: State, replicas: dict[str, Replica]):
+    A deployed model's requests go to its replicas in turn (round robin). Google does not
+    document how Vertex AI balances requests across replicas (an assumption, marked so in
+    docs/google-contract.md); round robin is chosen over least-in-flight because the emulator's
+    replicas are identical and streamed replies end in the server's proxy, outside this
+    class, so an in-flight count here would not see them end; and it makes which replica
+    serves a call predictable in tests."""
+
+    def __init__(self, state: State, replicas: dict[str, list[Replica]]):
         self.state, self.replicas = state, replicas
+        self._turns: dict[str, int] = {}  # deployed model id -> requests routed so far
+        self._turn_lock = threading.Lock()
         self.faults: list[dict[str, Any]] = []  # injected errors for serving calls
         self.expired_tokens: set[str] = set()
         # One pool per inference timeout: a kept connection keeps the timeout it was made with.
@@ -95,14 +105,19 @@ class Serving:
         self.expired_tokens.add(token)
 
     def _serving(self, endpoint: dict[str, Any]) -> tuple[dict[str, Any], Replica]:
-        """The live deployed model with the largest traffic share, and its replica."""
+        """The live deployed model with the largest traffic share, and the next of its
+        replicas in turn (round robin: see the class docstring)."""
         split = endpoint.get("trafficSplit") or {}
-        live = [d for d in endpoint["deployedModels"] if d["id"] in self.replicas]
+        live = [d for d in endpoint["deployedModels"] if self.replicas.get(d["id"])]
         if not live:
             raise ApiError(400, f"Endpoint {endpoint['name']} does not have any deployed "
                            "models.", "FAILED_PRECONDITION")
         chosen = max(live, key=lambda d: split.get(d["id"], 0))
-        return chosen, self.replicas[chosen["id"]]
+        replicas = self.replicas[chosen["id"]]
+        with self._turn_lock:
+            turn = self._turns.get(chosen["id"], 0)
+            self._turns[chosen["id"]] = turn + 1
+        return chosen, replicas[turn % len(replicas)]
 
     def _front_end(self, *, project: str, location: str, eid: str, headers: Any,
                    raw_length: int, dedicated_host: bool, streaming: bool) -> dict[str, Any]:
