@@ -20,7 +20,6 @@ from nbhelpers.emulator import access
 from nbhelpers.emulator.cloud_logging import CloudLogging
 from nbhelpers.emulator.common import V1, ApiError, Route, State, now
 from nbhelpers.emulator.operations import Operations
-from nbhelpers.emulator.quotas import replica_count
 from nbhelpers.emulator.replica import Replica
 from nbhelpers.emulator.startup import (
     PLATFORM_CAUSES,
@@ -258,6 +257,12 @@ class Deployments:
             for replica in replicas:
                 replica.stop()
         self.replicas.clear()
+
+
+def replica_count(resources: dict[str, Any]) -> int:
+    """The replicas a deployment starts: its minReplicaCount, at least one (the REST field's
+    minimum); autoscaling above it is not simulated."""
+    return max(int(resources.get("minReplicaCount") or 1), 1)
 
 
 def _marker(index: int, count: int) -> Callable[[list[str]], list[str]]:

@@ -115,8 +115,8 @@ class Quotas:
 
     # --- Cloud Monitoring: quota usage ------------------------------------------------------
     def gpus_in_use(self, project: str) -> dict[tuple[str, str], int]:
-        """(accelerator type, region) -> GPUs held by the project's deployed models: every
-        replica holds its machine's accelerators."""
+        """(accelerator type, region) -> GPUs charged to the project's deployed models: the
+        accelerators of each one's most replicas (maxReplicaCount), as Google charges them."""
         prefix = f"projects/{project_number(project)}/locations/"
         used: dict[tuple[str, str], int] = {}
         with self.state.lock:
@@ -128,7 +128,7 @@ class Quotas:
                     resources = deployed.get("dedicatedResources") or {}
                     machine = resources.get("machineSpec") or {}
                     key = (str(machine.get("acceleratorType")), region)
-                    used[key] = used.get(key, 0) + replica_count(resources) * int(
+                    used[key] = used.get(key, 0) + charged_replicas(resources) * int(
                         machine.get("acceleratorCount") or 0)
         return used
 
@@ -163,7 +163,9 @@ class Quotas:
         return {"timeSeries": series, "unit": "1"} if series else {}
 
 
-def replica_count(resources: dict[str, Any]) -> int:
-    """The replicas a deployed model runs (and holds GPUs for): its minReplicaCount, at least
-    one (Vertex AI's default), since autoscaling above the minimum is not simulated."""
-    return max(int(resources.get("minReplicaCount") or 1), 1)
+def charged_replicas(resources: dict[str, Any]) -> int:
+    """The replicas a deployed model is charged against the serving quota for: its
+    maxReplicaCount (defaulting to minReplicaCount, at least one), whatever runs now, since
+    scaling up to it is guaranteed (DedicatedResources.max_replica_count, C57)."""
+    least = max(int(resources.get("minReplicaCount") or 1), 1)
+    return max(int(resources.get("maxReplicaCount") or least), least)
