@@ -5,6 +5,8 @@ model deploy with Spot and a replica range by the vLLM container and by Model Ga
 
 from __future__ import annotations
 
+import urllib.request
+
 import pytest
 from google.cloud import aiplatform
 
@@ -17,6 +19,19 @@ from tests.conftest import ALICE, FAKE_TOKEN, emulator_logs, use_emulator
 TEXT_MODELS = sorted(name for name, spec in catalog.MODELS.items() if spec.modality == "text")
 VISION_MODEL = "Llama-3.2-11B-Vision-Instruct"
 DUTY_CYCLE = "aiplatform.googleapis.com/prediction/online/accelerator/duty_cycle"
+
+
+def _health_urls(replicas) -> list[str]:
+    return [replica.url + replica.health_route for replica in replicas]
+
+
+def _answers(health_url: str) -> bool:
+    """Whether a replica's server still answers its health route (a stopped one refuses)."""
+    try:
+        with urllib.request.urlopen(health_url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +65,8 @@ def test_a_deployment_starts_its_minimum_replicas_and_spreads_requests_across_th
                                                                    "gpu_duty_cycle": 60}))
     deployment = nbhelpers.deploy(run, plan)
     replicas = shared_emulator.vertex.replicas[deployment.deployed_model_id]
-    assert len(replicas) == 2 and replicas[0].url != replicas[1].url
+    urls = _health_urls(replicas)
+    assert len(urls) == 2 and urls[0] != urls[1] and all(map(_answers, urls))
 
     logs = emulator_logs(shared_emulator, deployment.endpoint_id)
     for index in (1, 2):  # each replica logged its own start-up, once
@@ -77,9 +93,7 @@ def test_a_deployment_starts_its_minimum_replicas_and_spreads_requests_across_th
 
     deployment.endpoint().undeploy_all()
     assert deployment.deployed_model_id not in shared_emulator.vertex.replicas
-    for replica in replicas:  # stopped: the server is gone
-        with pytest.raises(AssertionError):
-            _ = replica.url
+    assert not any(map(_answers, urls))  # both stopped
 
 
 def _matrix() -> list[object]:
@@ -107,3 +121,37 @@ def test_every_text_model_and_a_vision_model_deploy_by_both_paths_with_spot_and_
     assert served.status.available_replica_count == 1
     assert nbhelpers.predict(deployment, "What is a car?", max_tokens=3)[0].raw.startswith(
         "Prompt:\nWhat is a car?")
+
+
+def test_an_emulator_restarted_from_its_state_file_starts_every_replica_again(
+        monkeypatch, tmp_path):
+    state_file = tmp_path / "emulator.json"
+    first = emulator_module.start(state_file=state_file, deploy_seconds=0.0)
+    try:
+        use_emulator(monkeypatch, first.url, tmp_path / "state")
+        monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+        session = nbhelpers.connect(project="test-project", run_id="run-s", quiet=True)
+        deployment = nbhelpers.deploy(session, nbhelpers.plan_deployment(
+            "Llama-3.2-1B", ask_for_token=False,
+            scaling=nbhelpers.Scaling(min_replicas=2, max_replicas=2)))
+        before = _health_urls(first.vertex.replicas[deployment.deployed_model_id])
+        assert len(before) == 2 and all(map(_answers, before))
+    finally:
+        first.stop()
+    assert not any(map(_answers, before))  # the emulator's stop ends every replica
+
+    again = emulator_module.start(state_file=state_file, deploy_seconds=0.0)
+    try:
+        after = again.vertex.replicas[deployment.deployed_model_id]
+        assert len(after) == 2 and all(map(_answers, _health_urls(after)))
+        use_emulator(monkeypatch, again.url, tmp_path / "state")
+        session = nbhelpers.connect(project="test-project", run_id="run-s", quiet=True)
+        served = nbhelpers.reconnect(session, deployment.endpoint_id)
+        for prompt in ("a", "b"):
+            assert nbhelpers.predict(served, prompt, max_tokens=2)[0].raw.startswith(
+                f"Prompt:\n{prompt}")
+        assert [r.requests_received for r in after] == [1, 1]
+        nbhelpers.cleanup(session, dry_run=False)
+        assert again.vertex.replicas == {}
+    finally:
+        again.stop()
