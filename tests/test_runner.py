@@ -111,9 +111,10 @@ def test_same_run_id_twice_creates_no_second_deployment(tmp_path):
         emulator.stop()
 
 
-# Longer than the ~30 s for which cleanup used to retry deletion before giving up: these tests
-# prove that cleanup waits for a deployment in progress to end, then deletes it.
-DEPLOY_SECONDS = 40
+# Long enough that the cleanup notebook, started after the stop, still finds the deployment in
+# progress and must wait for it to end before deleting it (test_no_leak proves waits longer than
+# the ~30 s for which cleanup once retried; these tests prove the runner's stops reach cleanup).
+DEPLOY_SECONDS = 20
 TIMEOUT_S = 20  # the deploy starts some 6-10 s into 01: --timeout cuts it short
 
 
