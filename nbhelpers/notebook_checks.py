@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 from nbhelpers import deployments, model_garden, releases, runtime
@@ -90,37 +91,39 @@ def form_problems(path: Path, source: str) -> list[str]:
     return found
 
 
-def confirm_problems(path: Path, cells: list[dict], parameters: str) -> list[str]:
-    """A notebook that deploys declares CONFIRM_DEPLOY = False, and each cell that calls
-    nbhelpers.deploy( calls nbhelpers.confirm_deploy( before it: "Run all" bills nothing."""
-    found = []
-    deploying = [i for i, c in enumerate(cells) if c.get("cell_type") == "code"
-                 and DEPLOY_CALL in "".join(c["source"])]
-    if deploying and not re.search(r"^CONFIRM_DEPLOY = False\s+# @param", parameters, re.M):
-        found.append(f"{path.name}: it deploys, so its parameters must hold 'CONFIRM_DEPLOY = "
-                     "False  # @param {type:\"boolean\"}'")
-    for index in deploying:
-        source = "".join(cells[index]["source"])
-        if CONFIRM_CALL not in source or source.index(CONFIRM_CALL) > source.index(DEPLOY_CALL):
-            found.append(f"{path.name}: cell {index} calls {DEPLOY_CALL}...) without "
-                         f"{CONFIRM_CALL}plan, CONFIRM_DEPLOY) before it")
-    return found
+@dataclass(frozen=True, kw_only=True)
+class BilledCall:
+    """A call that bills, which "Run all" must not make: the notebook declares `flag = False`
+    and each cell with the call has `guard` before it."""
+
+    call: str
+    flag: str
+    guard: str
+    what: str  # what the call does, for the message
+    guard_shown: str  # the guard as the message names it
 
 
-def batch_problems(path: Path, cells: list[dict], parameters: str) -> list[str]:
-    """A notebook that starts a batch prediction job declares RUN_BATCH_JOB = False and calls
-    nbhelpers.run_batch_prediction( only under `if RUN_BATCH_JOB:`: "Run all" starts none."""
+BILLED_CALLS = (
+    BilledCall(call=DEPLOY_CALL, flag="CONFIRM_DEPLOY", guard=CONFIRM_CALL, what="deploys",
+               guard_shown=f"{CONFIRM_CALL}plan, CONFIRM_DEPLOY)"),
+    BilledCall(call=BATCH_CALL, flag="RUN_BATCH_JOB", guard=BATCH_GUARD,
+               what="starts a batch prediction job", guard_shown=f"'{BATCH_GUARD}'"),
+)
+
+
+def billed_call_problems(path: Path, cells: list[dict], parameters: str,
+                         billed: BilledCall) -> list[str]:
     found = []
     calling = [i for i, c in enumerate(cells) if c.get("cell_type") == "code"
-               and BATCH_CALL in "".join(c["source"])]
-    if calling and not re.search(r"^RUN_BATCH_JOB = False\s+# @param", parameters, re.M):
-        found.append(f"{path.name}: it starts a batch prediction job, so its parameters must "
-                     "hold 'RUN_BATCH_JOB = False  # @param {type:\"boolean\"}'")
+               and billed.call in "".join(c["source"])]
+    if calling and not re.search(rf"^{billed.flag} = False\s+# @param", parameters, re.M):
+        found.append(f"{path.name}: it {billed.what}, so its parameters must hold "
+                     f"'{billed.flag} = False  # @param {{type:\"boolean\"}}'")
     for index in calling:
         source = "".join(cells[index]["source"])
-        if BATCH_GUARD not in source or source.index(BATCH_GUARD) > source.index(BATCH_CALL):
-            found.append(f"{path.name}: cell {index} calls {BATCH_CALL}...) without "
-                         f"'{BATCH_GUARD}' before it")
+        if billed.guard not in source or source.index(billed.guard) > source.index(billed.call):
+            found.append(f"{path.name}: cell {index} calls {billed.call}...) without "
+                         f"{billed.guard_shown} before it")
     return found
 
 
@@ -138,8 +141,9 @@ def problems(path: Path, expected_first_cell: str | None = None) -> list[str]:
             if _ASSIGNMENT.match(line) and "# @param" not in line:
                 found.append(f"{path.name}: parameter line lacks '# @param': {line!r}")
         found += form_problems(path, "".join(cell["source"]))
-    found += confirm_problems(path, cells, "".join(params[0]["source"]) if params else "")
-    found += batch_problems(path, cells, "".join(params[0]["source"]) if params else "")
+    for billed in BILLED_CALLS:
+        found += billed_call_problems(path, cells, "".join(params[0]["source"]) if params else "",
+                                      billed)
     for index, cell in enumerate(cells):
         if cell.get("cell_type") != "code":
             continue
