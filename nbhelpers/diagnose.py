@@ -271,6 +271,12 @@ RULES: tuple[Rule, ...] = (
         r"(not supported|not available|not offered) in (the |this |that )?(region|location|zone)",
         r"InsufficientInstanceCapacity", r"(?i)\b(out of|insufficient) capacity\b",
         r"(?i)\b(unsupported|invalid) (machine|accelerator) type\b",
+        # dsub/Batch's "unsupported accelerator: \"nvidia-a100-80g\"", "invalid GPU type",
+        # "unknown instance type", "accelerator X is not supported".
+        r"(?i)\b(unsupported|invalid|unknown|unavailable) (accelerator|gpu|instance type|"
+        r"machine type|accelerator type|gpu type)s?\b(?! (vendor|kwargs|board))",
+        r"(?i)\b(accelerator|gpu|instance|machine)( type)? [`'\"]?[\w.-]+[`'\"]? (is )?(not|un)"
+        r"(supported|available|offered)\b",
         r"(?i)accelerator count\W{0,3}\S* is not allowed",
         r"(?i)allowed (numbers?|counts?) of accelerators?",
         r"(?i)(machine type|accelerator|GPU type)\b[^\n]{0,80}\bnot (available|supported|"
@@ -377,6 +383,24 @@ RULES: tuple[Rule, ...] = (
         r"(?i)unexpected (end of template|'(end|endfor|endif)\w*')",
         r"(?i)chat[ _]template\b[^\n]{0,60}\b(not set|not found|missing|is required|must be "
         r"provided)", r"(?i)(failed|unable) to (load|find|resolve)\b[^\n]{0,60}chat template",
+        # Rendering failures in any engine's words: jinja2's exception classes, minijinja's
+        # (TGI, llama.cpp, mistral.rs) "Template error: unknown test" / "template not found" /
+        # "invalid operation", vLLM's "Error in applying chat template", llama.cpp's "Failed to
+        # apply chat template". A template's raise_exception about the request's messages
+        # ("roles must alternate") is the request's fault: bad_request, listed before this rule
+        # as a line-level exclusion.
+        r"jinja2\.exceptions\.(UndefinedError|TemplateNotFound|TemplateRuntimeError|"
+        r"TemplateAssertionError|SecurityError)",
+        r"(?i)^(?!.*\b(roles must alternate|conversation roles)\b).*\b(chat[ _-]?)?"
+        r"template[ _]?error\b",
+        r"(?i)\b(appl(y|ying)|render(ing)?|pars(e|ing)|format(ting)?|compil(e|ing))\b[^\n]{0,30}"
+        r"\b(jinja|chat)[ _-]?template\b",
+        r"(?i)\b(jinja|chat)[ _-]?template\b[^\n]{0,40}\b(error|exception|failed|invalid|"
+        r"unsupported|not supported|could not be (parsed|rendered|applied))\b",
+        r"(?i)\bjinja2?\b[^\n]{0,30}\b(error|exception)\b", r"(?i)\bTemplateNotFound\b",
+        r"(?i)\btemplate not found\b", r"(?i)\bunknown (test|filter): (test|filter) \S+ is unknown",
+        r"(?i)\bNo (test|filter) named '", r"(?i)\bEncountered unknown tag '",
+        r"(?i)\b(does not|doesn't) (have|define|provide|ship) a chat template\b",
     ),
         explanation=
         "Chat completions need a chat template: base (non-Instruct) Llama models have none, "
@@ -389,6 +413,16 @@ RULES: tuple[Rule, ...] = (
         "Instruct variant, whose tokenizer has its own. Without chat, send a plain prompt "
         "through predict().",
         deploy_parameters=(("CHAT_TEMPLATE", LLAMA3_CHAT_TEMPLATE),)),
+    Rule(kind="chat_template", patterns=(r"'[\w.]+' is undefined", r"\bis undefined \(in <string>"),
+         context=r"(?i)jinja|template",
+         explanation=
+         "The chat template refers to a name the renderer does not provide (a function or "
+         "variable of another engine's template dialect): the template does not render here.",
+         fix=
+         "Pass a chat template written for this engine with the deployment: CHAT_TEMPLATE in "
+         "01/02 (vLLM's --chat-template), such as Llama 3's below; or deploy the Instruct "
+         "variant, whose tokenizer has its own.",
+         deploy_parameters=(("CHAT_TEMPLATE", LLAMA3_CHAT_TEMPLATE),)),
     Rule(kind="payload_too_large", patterns=(
         r"Request payload size exceeds the limit", r"(?i)payload too large",
         r"(?i)request entity too large", r"request_too_large", r"PayloadTooLargeError",
@@ -407,6 +441,20 @@ RULES: tuple[Rule, ...] = (
         r"[^\n]{0,30}\b(size|bytes|[KMG]i?B)\b",
         r"(?i)\b(request|payload|body)\b[^\n]{0,20}\bexceed(s|ed)? the [\d.]+ ?[KMG]i?B\b",
         r"(?i)(status|code|HTTP|Error|error occurred)\W{0,4}413\b", r"\b413 (Request|Payload)",
+        # Size limits in any server's words: "payload reached size limit", "Exceeded limit on
+        # max bytes to request body", axum's "Failed to buffer the request body", aiohttp's
+        # "Maximum request body size 1048576 exceeded", Go's "http: request body too large",
+        # Kestrel's "Request body too large", nginx's "client intended to send too large body",
+        # API Gateway's "HTTP content length exceeded", Spring's "Maximum upload size exceeded".
+        r"(?i)\b(request|payload|body|message|upload|content)\b[^\n]{0,30}\b(size|length|bytes?) "
+        r"limit\b", r"(?i)\b(size|length|bytes?) limit\b[^\n]{0,30}\b(request|payload|body)\b",
+        r"(?i)\bmax(imum)?[ _-]?bytes\b[^\n]{0,30}\b(request|payload|body)\b",
+        r"(?i)\bfailed to (buffer|read) the request body\b",
+        r"(?i)\bmax(imum)? (request |message |upload )?(body |payload |content )?(size|length)\b"
+        r"[^\n]{0,30}\bexceeded\b", r"(?i)\btoo large body\b|\bsend too large\b",
+        r"(?i)\b(sent|received|trying to send) message larger than max",
+        r"(?i)\bcontent[ -]length\b[^\n]{0,20}\bexceed", r"(?i)\bmaximum upload size\b",
+        r"(?i)\b(request|payload|body) must be smaller than \d+ ?(bytes|[KMG]i?B)\b",
     ),
         explanation=
         "The request body is larger than the endpoint accepts; nothing reached the model. "
@@ -472,6 +520,17 @@ RULES: tuple[Rule, ...] = (
         r"greater_than|int_parsing|float_parsing|string_type|literal_error|int_type|list_type)\b",
         r"Unrecognized request argument", r"'\w+' is a required property",
         r"`\w+` \(=[^)]*\) has to be a (strictly )?positive",
+        # Range and parameter refusals of other APIs: DashScope's "InvalidParameter: Range of
+        # max_tokens should be [1, 8192]", AWS's ValidationException/InvalidParameterValue, a
+        # field "must be between 0 and 2", "should be in [0, 1]".
+        r"\bInvalidParameter(Value|Exception|Combination)?\b",
+        r"(?i)\brange of [`'\"]?\w+[`'\"]? (should|must) be\b",
+        r"(?i)\b(max_tokens|max_new_tokens|temperature|top_p|top_k|min_p|n|presence_penalty|"
+        r"frequency_penalty|repetition_penalty|logprobs|seed)[`'\"]?\b[^\n]{0,30}\b(should|must) "
+        r"be (between|in|within|at (least|most)|less|greater|<|>|no (more|less))",
+        r"(?i)\b(invalid|out-of-range|unsupported) (value )?(for )?(the )?(parameter )?[`'\"]?"
+        r"(max_tokens|max_new_tokens|temperature|top_p|top_k|min_p|presence_penalty|"
+        r"frequency_penalty|repetition_penalty|logprobs)\b",
     ),
         explanation=
         "The server refused this request as malformed or too large; the deployment is fine.",
@@ -566,6 +625,40 @@ RULES: tuple[Rule, ...] = (
         "Use the serving image that nbhelpers.releases names (its tag exists in Google's "
         "registry); a custom image must be pushed to Artifact Registry in the project, "
         "readable by the Vertex AI service agent."),
+    # vLLM's KV-cache sizing step failing with its message cut off (V0's initialize_cache and
+    # raise_if_cache_size_invalid, V1's check_enough_kv_cache_memory): it raises either "No
+    # available memory for the cache blocks" (an oom, a root cause that wins when present) or
+    # "max seq len ... larger than ... KV cache", the commoner of the two.
+    Rule(kind="max_model_len", tier=WEAK, patterns=(
+        r"Error executing method '?(initialize_cache|_?initialize_kv_caches?|"
+        r"determine_num_available_blocks)\b",
+        r"\bin (raise_if_cache_size_invalid|_?check_enough_kv_cache_memory|"
+        r"_?initialize_kv_caches?)\b",
+    ),
+        explanation=
+        "vLLM failed while sizing the KV cache after loading the weights: what is left of the "
+        "GPU memory cannot hold a sequence of max_model_len tokens (the message itself was cut "
+        "off; if it says 'No available memory for the cache blocks', nothing is left at all).",
+        fix=
+        "Lower max_model_len (and max_num_seqs), raise gpu_memory_utilization a little "
+        "(0.9 -> 0.95), or use more or larger GPUs; the planner (plan_memory) gives numbers."),
+    # Storage that could not be read at all, in servers' own words (Triton's "Could not get
+    # MetaData for bucket", "unable to list objects in bucket", "failed to access bucket"):
+    # mostly credentials or a missing role; an explicit refusal or a root cause wins.
+    Rule(kind="permission", tier=WEAK, patterns=(
+        r"(?i)\b(could not|couldn't|unable to|failed to|cannot|can't) (get|read|access|list|"
+        r"open|fetch|stat|head)\b[^\n]{0,40}\bbucket\b",
+        r"(?i)\b403\b[^\n]{0,60}\bForbidden\b", r"(?i)\bForbidden\b[^\n]{0,20}\b403\b",
+    ),
+        explanation=
+        "The server could not read the storage it was pointed at (a bucket, or a URL answered "
+        "403 Forbidden): usually the service account it runs as has no read role on it, or "
+        "its credentials are missing; otherwise the bucket name is wrong.",
+        fix=
+        "Grant roles/storage.objectViewer on the weights' bucket to the Vertex AI service "
+        "agent (service-PROJECT_NUMBER@gcp-sa-aiplatform.iam.gserviceaccount.com) or to the "
+        "service account the deployment runs as, and check the gs:// path (WEIGHTS_URI) names "
+        "a bucket that exists in this project."),
     # A status word alone: the message beside it (a quota, a token limit) names the cause.
     Rule(kind="quota", tier=WEAK, patterns=(r"RESOURCE_EXHAUSTED", r"ResourceExhausted"),
          explanation=
@@ -604,6 +697,8 @@ RULES: tuple[Rule, ...] = (
         r"stopped|terminated)\b", r"(?i)exited with (exit )?status [1-9]",
         r"(?i)\bshard \d+ failed to start", r"Webserver Crashed",
         r"(?i)exited with a non-?zero exit (code|status)",
+        # The verb first: "Crashed container in pod", "crashing pod", "crash of the worker".
+        r"(?i)\bcrash(ed|ing)?\b[^\n]{0,20}\b(container|pod|worker|process|server|replica)\b",
         r"(?i)\bfailed to start (the )?(model |inference |serving )?server\b",
         # Vertex AI's deploy operation ending with no cause named (the container's logs have it).
         r"(?i)\b(model|deployment) failed to deploy due to an internal error",
