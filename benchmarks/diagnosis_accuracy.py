@@ -209,6 +209,25 @@ def score(excerpts: list[dict[str, str]]) -> Report:
     return report
 
 
+def vocabulary_alone(excerpts: list[dict[str, str]]) -> tuple[int, int, int]:
+    """The second stage on its own, on every excerpt (as if no rule had matched): how many it
+    names right, names wrong, and leaves as "other". Its precision (right / named) says how
+    far to trust it on text the rules miss."""
+    from nbhelpers.diagnose import _vocabulary_guess
+
+    right = wrong = abstained = 0
+    for excerpt in excerpts:
+        guess = _vocabulary_guess([ln.rstrip() for ln in excerpt["text"].splitlines()
+                                   if ln.strip()])
+        if guess is None:
+            abstained += 1
+        elif guess[0] == excerpt["kind"]:
+            right += 1
+        else:
+            wrong += 1
+    return right, wrong, abstained
+
+
 def shortfalls(report: Report, split: str) -> list[str]:
     """What keeps a blind round under its bar: >= 90% overall, >= 80% for each kind with at
     least 3 excerpts."""
@@ -238,8 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--misses", choices=[*SPLITS, *(r.split for r in rounds if r.seen)],
                         help="list the misses of this set (never-seen rounds have none listed)")
     args = parser.parse_args(argv)
-    report = score(load_all(rounds))
+    excerpts = load_all(rounds)
+    report = score(excerpts)
     print(report.table())
+    right, wrong, abstained = vocabulary_alone(excerpts)
+    print(f"second stage alone (family vocabulary, every excerpt): names {right + wrong}, "
+          f"right {right} ({right / max(1, right + wrong):.1%}), leaves {abstained} as other")
     for blind in rounds:
         print(round_line(report, blind))
     for miss in report.misses:

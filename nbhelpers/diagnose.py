@@ -188,6 +188,8 @@ RULES: tuple[Rule, ...] = (
         r"(perform|access|use|call)\b", r"(?i)\bnot authorized to access\b",
         r"(?i)\bunauthorized: authentication required\b",
         r"(?i)\black(s|ing)? (the )?(required |necessary )?(IAM )?(role|permission)s?\b",
+        r"(?i)(do|does|did)(n't| not) have (the |a |any )?(required |necessary )?(IAM )?"
+        r"(role|roles/[\w.]+)\b",
     ),
         explanation=
         "Google refused the call for lack of an IAM permission: the account running the "
@@ -284,7 +286,8 @@ RULES: tuple[Rule, ...] = (
         r"(?i)does not exist in zone",
         r"(?i)\b(accelerator|machine|GPU|instance) type\b[^\n]{0,60}\bnot found in (the )?"
         r"(zone|region|location)\b", r"(?i)\bout of stock\b",
-        r"(?i)\b(choose|pick|select|use) (a )?(different|another) (region|zone|location)\b",
+        r"(?i)\b(try|choose|pick|select|use|deploy (to|in)) (a |an )?(different|another|other) "
+        r"(region|zone|location)s?\b",
         # Vertex AI answers a publisher model that a location does not offer as not found at
         # that location (the model is served elsewhere, or only via the global endpoint).
         r"Publisher Model `?projects/[^/\s]+/locations/(?!global/)[\w-]+/publishers/\S+ (was )?"
@@ -343,6 +346,7 @@ RULES: tuple[Rule, ...] = (
     Rule(kind="oom", patterns=(
         r"OutOfMemoryError", r"(CUDA|HIP) out of memory", r"CUDA error: out of memory",
         r"No available memory for the cache blocks", r"\bOOM(Killed)?\b", r"(?i)out of memory",
+        r"(?i)\boom[- _]?kill(ed|er)?\b",
         r"CUBLAS_STATUS_ALLOC_FAILED", r"cudaErrorMemoryAllocation",
         r"(?i)not enough (GPU |device |CUDA )?memory",
     ),
@@ -455,6 +459,8 @@ RULES: tuple[Rule, ...] = (
         r"(?i)\b(sent|received|trying to send) message larger than max",
         r"(?i)\bcontent[ -]length\b[^\n]{0,20}\bexceed", r"(?i)\bmaximum upload size\b",
         r"(?i)\b(request|payload|body) must be smaller than \d+ ?(bytes|[KMG]i?B)\b",
+        r"(?i)\b(request|payload|body)( body| size)? (is )?(larger|bigger|greater|more) than "
+        r"(the )?(max(imum)? |allowed |limit of )?[\d.,]+ ?([KMG]i?B|bytes)\b",
     ),
         explanation=
         "The request body is larger than the endpoint accepts; nothing reached the model. "
@@ -690,6 +696,7 @@ RULES: tuple[Rule, ...] = (
         r"EngineDeadError", r"Engine loop has died", r"EngineCore encountered a fatal error",
         r"(?i)container called exit\([1-9]\d*\)", r"did not pass the ping health check",
         r"(?i)container terminated with (exit )?code [1-9]",
+        r"(?i)\bterminated with (exit )?(code|status) [1-9]",
         r"(?i)\b(process|proc|worker|engine core|server|container)\b[^\n]{0,60}\b(died|"
         r"crashed|terminated unexpectedly|exited unexpectedly)\b",
         # A server exits only when it fails, whatever code it returns.
@@ -727,6 +734,92 @@ RULES: tuple[Rule, ...] = (
         "Deploy with an accelerator (ACCELERATOR_TYPE and a machine type that carries it; "
         "nbhelpers.hardware lists the pairs) and the serving image nbhelpers.releases names."),
 )
+
+# The second stage, for text that no rule above names: each family's generic vocabulary,
+# weighted by how surely a term belongs to it. A kind is named only when its distinct terms
+# add up to VOCABULARY_MIN and lead the next kind by VOCABULARY_LEAD, so a text with a stray
+# "403" or "template" stays "other". Terms are words of the family, never of one excerpt.
+VOCABULARY_MIN, VOCABULARY_LEAD = 3, 2
+VOCABULARY: dict[str, tuple[tuple[str, int], ...]] = {
+    "payload_too_large": (
+        (r"\b413\b", 2), (r"(?i)\btoo (large|big)\b", 2), (r"(?i)\b(payload|upload)\b", 1),
+        (r"(?i)\b(request|message|http) body\b|\bbody\b", 1),
+        (r"(?i)\b(size|length|bytes?)[ _-]?limit|\blimit[^\n]{0,20}\bbytes\b", 2),
+        (r"(?i)\bmax(imum)?[ _-]?(body|payload|request|message|upload)?[ _-]?(size|bytes)\b", 2),
+        (r"(?i)\b[\d.,]+ ?([KMG]i?B|bytes)\b", 1), (r"(?i)\b(exceed\w*|larger than)\b", 1),
+    ),
+    "permission": (
+        (r"\b403\b", 2), (r"(?i)\bforbidden\b", 2), (r"(?i)\bdenied\b", 2),
+        (r"(?i)\bnot (authori[sz]ed|allowed to)\b|\bunauthori[sz]ed\b", 2),
+        (r"(?i)\bpermissions?\b", 2), (r"(?i)\biam\b|\broles/", 1),
+        (r"(?i)\bservice[ -]?account\b|\bcredentials?\b|\bprincipal\b", 1),
+        (r"(?i)\b(bucket|gs://|storage)\b", 1), (r"(?i)\baccess\b", 1),
+    ),
+    "region_unavailable": (
+        (r"(?i)\b(regions?|zones?|locations?)\b", 1),
+        (r"(?i)\b(not|un)(available|supported|offered)\b|\bnot (available|supported|offered)\b",
+         1), (r"(?i)stock-?out|resource[ _]pool[ _]exhausted|\bcapacity\b", 2),
+        (r"(?i)\b(accelerators?|machine[ _]type|gpu[ _]type|instance[ _]type|GPUs?)\b", 1),
+        (r"\b(us|europe|asia|me|northamerica|southamerica|australia|africa)-[a-z]+\d\b", 1),
+    ),
+    "chat_template": (
+        (r"(?i)\bjinja2?\b", 2), (r"(?i)\bchat[ _-]?template\b|apply_chat_template", 2),
+        (r"(?i)\btemplate\b", 1), (r"(?i)\bundefined\b|\bunknown (test|filter|tag)\b", 1),
+        (r"(?i)\b(render\w*|parse|syntax)\b", 1),
+    ),
+    "quota": (
+        (r"(?i)\bquotas?\b", 3), (r"\b429\b", 2), (r"(?i)\brate[ _-]?limit", 2),
+        (r"(?i)\b(limit|exceeded|exhausted)\b", 1), (r"(?i)\bper (minute|project|region)\b", 1),
+    ),
+    "timeout": (
+        (r"(?i)\btime[ _-]?(d[ _-]?)?out|\bdeadline\b", 2), (r"\b(504|408)\b", 2),
+        (r"(?i)\bwait(ing|ed)?\b|\bseconds\b|\b\d+ ?(ms|s)\b", 1),
+    ),
+    "container_exited": (
+        (r"(?i)\bcrash\w*|\bexit(ed)?\b|\bterminated\b|\bdied\b", 2),
+        (r"(?i)\b(container|pod|replica|worker|process)\b", 1),
+        (r"(?i)\b(restart\w*|health ?check|readiness|never became ready)\b", 1),
+    ),
+    "bad_request": (
+        (r"\b(400|422)\b", 2), (r"(?i)\binvalid\b|\bvalidation\b", 1),
+        (r"(?i)\b(param(eter)?s?|argument|field)\b", 1), (r"(?i)\b(should|must) be\b", 1),
+        (r"(?i)\b(max_tokens|temperature|top_p|top_k|messages|prompt)\b", 1),
+    ),
+    "oom": (
+        (r"(?i)\bmemory\b", 1), (r"(?i)\balloc\w*\b", 1), (r"(?i)\b(GiB|MiB)\b", 1),
+        (r"(?i)\b(CUDA|GPU|device)\b", 1),
+    ),
+    "max_model_len": (
+        (r"(?i)max[_ -]?model[_ -]?len|max seq(uence)? len", 2),
+        (r"(?i)\bKV[ _-]?cache\b|\b(GPU|cache) blocks\b", 2), (r"(?i)\btokens\b", 1),
+    ),
+    "hf_auth": (
+        (r"(?i)hugging ?face|\bhf_hub|\bHF_TOKEN\b", 2), (r"\b401\b", 2),
+        (r"(?i)\btokens?\b", 1), (r"(?i)\bgated\b", 2), (r"(?i)\b(login|log in)\b", 1),
+    ),
+    "unsupported_model": (
+        (r"(?i)\barchitectures?\b", 2), (r"(?i)\bmodel[ _]type\b", 2),
+        (r"(?i)\b(not|un)(supported|recogni[sz]ed)\b|\bnot (supported|recogni[sz]ed)\b", 1),
+        (r"(?i)\b(transformers|vllm)\b", 1),
+    ),
+}
+_VOCABULARY = {kind: [(re.compile(term), weight) for term, weight in terms]
+               for kind, terms in VOCABULARY.items()}
+
+
+def _vocabulary_guess(lines: list[str]) -> tuple[str, list[int]] | None:
+    """The family whose generic terms clearly dominate a text no rule names, with the lines
+    that carry the most of them; None when no kind reaches VOCABULARY_MIN with a clear lead."""
+    scores = {kind: sum(weight for term, weight in terms if any(term.search(ln) for ln in lines))
+              for kind, terms in _VOCABULARY.items()}
+    ranked = sorted(scores.items(), key=lambda item: -item[1])
+    (kind, best), (_, second) = ranked[0], ranked[1]
+    if best < VOCABULARY_MIN or best - second < VOCABULARY_LEAD:
+        return None
+    weight_of = [sum(w for term, w in _VOCABULARY[kind] if term.search(ln)) for ln in lines]
+    top = max(weight_of)
+    return kind, [i for i, w in enumerate(weight_of) if w == top]
+
 
 OTHER = Rule(
     kind="other", patterns=(),
@@ -837,6 +930,13 @@ def diagnose_text(text: str, *, max_evidence: int = 3) -> Diagnosis:
         return Diagnosis(kind=rule.kind, evidence=_unique([lines[i] for i in hits])[:max_evidence],
                          explanation=rule.explanation, fix=rule.fix, details=details,
                          deploy_parameters=suggested)
+    if guess := _vocabulary_guess(lines):
+        kind, hits = guess
+        rule = next(r for r in RULES if r.kind == kind and r.tier == ROOT and not r.context)
+        return Diagnosis(kind=kind, evidence=_unique([lines[i] for i in hits])[:max_evidence],
+                         explanation="Likely (no exact wording matched; the words of this "
+                         "family did): " + rule.explanation, fix=rule.fix,
+                         deploy_parameters=dict(rule.deploy_parameters))
     hits_ = [line for line in lines if _GENERIC.search(line)] or lines[-1:]
     return Diagnosis(kind=OTHER.kind, evidence=_unique(hits_)[-max_evidence:],
                      explanation=OTHER.explanation, fix=OTHER.fix)

@@ -284,9 +284,60 @@ def test_the_blind_bar_judges_kinds_with_three_or_more_excerpts():
     ("  Warning  Failed     36s (x3 over 94s)   kubelet            Error: ErrImagePull\n"
      "  Normal   BackOff    9s (x4 over 94s)    kubelet            Back-off pulling image "
      "\"nginx:1.27.1alpine\"", "container_exited"),
+    # After round 5, by family, in the wordings of the libraries' own sources. Rendering a
+    # chat template: jinja2's exception messages (a filter the renderer lacks), vLLM's log line.
+    ("jinja2.exceptions.TemplateAssertionError: No filter named 'tojson'.", "chat_template"),
+    ("jinja2.exceptions.UndefinedError: 'dict object' has no attribute 'content'",
+     "chat_template"),
+    ("jinja2.exceptions.TemplateSyntaxError: Encountered unknown tag 'generation'.",
+     "chat_template"),
+    ("ERROR serving_chat.py:178] Error in applying chat template from request", "chat_template"),
+    # Body limits: nginx's error log, gRPC's, Go's MaxBytesReader, aiohttp's, Kestrel's,
+    # Spring's.
+    ("[error] 29#29: *1 client intended to send too large body: 12345678 bytes",
+     "payload_too_large"),
+    ('details = "Received message larger than max (8653851 vs. 4194304)"', "payload_too_large"),
+    ("http: request body too large", "payload_too_large"),
+    ("Maximum request body size 1048576 exceeded, actual body size 5242880",
+     "payload_too_large"),
+    ("Request body too large. The max request body size is 30000000 bytes.",
+     "payload_too_large"),
+    ("MaxUploadSizeExceededException: Maximum upload size exceeded", "payload_too_large"),
+    # Storage refusals in botocore's words; the kernel's OOM killer.
+    ("botocore.exceptions.ClientError: An error occurred (403) when calling the HeadObject "
+     "operation: Forbidden", "permission"),
+    ("Memory cgroup out of memory: Killed process 4242 (python3)\noom-kill:constraint="
+     "CONSTRAINT_MEMCG", "oom"),
 ])
 def test_each_family_is_named_in_wordings_no_data_file_has(text, kind):
     assert diagnose_text(text).kind == kind
+
+
+# The second stage: a text no rule names is named by its family's generic words, only when
+# they clearly dominate (the texts below match no rule; each says "Likely").
+@pytest.mark.parametrize("text, kind", [
+    ("upstream answered 413: the 12 MB body is over what it takes", "payload_too_large"),
+    ("caller lacks storage access on gs://weights: denied", "permission"),
+    ("quota: 0 of 8 left for this accelerator", "quota"),
+])
+def test_the_family_vocabulary_names_what_no_rule_does(text, kind):
+    found = diagnose_text(text)
+    assert (found.kind, found.evidence) == (kind, [text])
+    assert found.explanation.startswith("Likely") and found.fix
+
+
+@pytest.mark.parametrize("text", ["GET /v1/models 403", "the template was updated",
+                                  "replica 2 restarted at 10:02", "Everything started fine"])
+def test_a_stray_family_word_stays_other(text):
+    assert diagnose_text(text).kind == "other"
+
+
+def test_the_family_vocabulary_alone_is_right_when_it_names_a_kind():
+    """As if no rule had matched, on every excerpt of every set: where the second stage names
+    a kind it must be right at least 90% of the time (it was 257/270 = 95.2% when written)."""
+    right, wrong, abstained = accuracy.vocabulary_alone(accuracy.load_all())
+    print(f"\nsecond stage alone: {right}/{right + wrong} right, {abstained} left as other")
+    assert right + wrong >= 100 and right / (right + wrong) >= 0.9
 
 
 @pytest.mark.parametrize("text, kind", [
