@@ -327,6 +327,9 @@ RULES: tuple[Rule, ...] = (
         r"`?rope_scaling`? must be a dictionary", r"(?i)unknown rope[_ ]scaling type",
         r"(?i)upgrade (your )?transformers|requires transformers ?>=",
         r"(?i)vLLM does not (yet )?support (this |the )?(model|architecture)",
+        # A config that needs code transformers does not ship (vLLM's and transformers' words).
+        r"(?i)not yet available in the (Hugging ?Face )?transformers library",
+        r"(?i)requires you to execute the configuration file in that repo",
     ),
         explanation=
         "The vLLM (or transformers) inside the container does not support this model's "
@@ -347,6 +350,9 @@ RULES: tuple[Rule, ...] = (
         r"OutOfMemoryError", r"(CUDA|HIP) out of memory", r"CUDA error: out of memory",
         r"No available memory for the cache blocks", r"\bOOM(Killed)?\b", r"(?i)out of memory",
         r"(?i)\boom[- _]?kill(ed|er)?\b",
+        # Host memory in C++'s and allocators' words (PyTorch's DefaultCPUAllocator, glibc).
+        r"(?i)\b(can't|cannot|could not|unable to|failed to) allocate (\S+ )?memory\b",
+        r"std::bad_alloc", r"^MemoryError\b|\bbuiltins\.MemoryError\b",
         r"CUBLAS_STATUS_ALLOC_FAILED", r"cudaErrorMemoryAllocation",
         r"(?i)not enough (GPU |device |CUDA )?memory",
     ),
@@ -893,11 +899,23 @@ def _hits(rule: Rule, lines: list[str], text: str) -> list[int]:
         elif i + 1 < len(lines) and not _SENTENCE_END.search(line):
             # A message wrapped mid-sentence (issue prose, Markdown, gcloud's YAML) is read
             # with its next line; both lines are its evidence.
-            joined = f"{line} {lines[i + 1].strip()}"
+            joined = f"{line} {_continuation(line, lines[i + 1])}"
             if any(m.start() < len(line) < m.end()  # the match spans the break
                    for p in patterns for m in p.finditer(joined)):
                 hits += [i, i + 1]
     return sorted(set(hits))
+
+
+def _continuation(line: str, following: str) -> str:
+    """The next line without the log prefix both lines share (a journal's "Jun 24 14:36:17 host
+    python3[1122160]:", Ray's "(pid=20770) ERROR 06-28 ...]"), digits being equal to digits,
+    so that a message wrapped inside a prefixed log reads as one sentence."""
+    n = 0
+    for a, b in zip(line, following, strict=False):  # the shorter line bounds the prefix
+        if a != b and not (a.isdigit() and b.isdigit()):
+            break
+        n += 1
+    return (following[n:] if n >= 12 and following[:n].strip() else following).strip()
 
 
 def _root_cause(lines: list[str], text: str) -> tuple[Rule, list[int]] | None:

@@ -308,6 +308,14 @@ def test_the_blind_bar_judges_kinds_with_three_or_more_excerpts():
      "operation: Forbidden", "permission"),
     ("Memory cgroup out of memory: Killed process 4242 (python3)\noom-kill:constraint="
      "CONSTRAINT_MEMCG", "oom"),
+    # Host memory in PyTorch's allocator's and C++'s words; a config that needs remote code
+    # (vLLM's wrapper of transformers' refusal).
+    ("RuntimeError: [enforce fail at alloc_cpu.cpp:114] . DefaultCPUAllocator: can't allocate "
+     "memory: you tried to allocate 34359738368 bytes.", "oom"),
+    ("terminate called after throwing an instance of 'std::bad_alloc'", "oom"),
+    ("RuntimeError: Failed to load the model config. If the model is a custom model not yet "
+     "available in the HuggingFace transformers library, consider setting "
+     "`trust_remote_code=True`", "unsupported_model"),
 ])
 def test_each_family_is_named_in_wordings_no_data_file_has(text, kind):
     assert diagnose_text(text).kind == kind
@@ -375,6 +383,17 @@ def test_a_wrapped_message_is_read_across_its_break_and_only_there():
 
 # The exits that follow a root cause, as users' logs show them (none names a cause itself).
 _CONSEQUENCES = [text for text in _of("container_exited") if "gs://" not in text]
+
+
+def test_a_message_wrapped_inside_a_prefixed_log_is_read_without_the_prefix():
+    prefix = "Jun 24 14:36:1{} inference1 python3[1122160]:      "
+    text = (prefix.format(7) + "details = 'Received message\n"
+            + prefix.format(8) + "larger than max (8653851 vs. 4194304)'")
+    found = diagnose_text(text)
+    assert found.kind == "payload_too_large" and found.evidence == text.splitlines()
+    # Without a shared prefix of log-line length, the next line is read as it is.
+    assert diagnose_text("Received message\nlarger than max (8653851 vs. 4194304)").kind == \
+        "payload_too_large"
 
 
 @pytest.mark.parametrize("root", ["oom", "max_model_len", "hf_auth", "licence_pending",
