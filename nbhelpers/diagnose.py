@@ -637,6 +637,24 @@ RULES: tuple[Rule, ...] = (
         "Use the serving image that nbhelpers.releases names (its tag exists in Google's "
         "registry); a custom image must be pushed to Artifact Registry in the project, "
         "readable by the Vertex AI service agent."),
+    # A traceback through the chat-template renderer (vLLM's apply_hf_chat_template and its
+    # "Error in preprocessing prompt inputs", transformers' render_jinja_template) that ends
+    # in a plain Python error ("can only concatenate str (not "list") to str"): the template
+    # does not handle these messages. A named cause (a prompt too long, "roles must
+    # alternate") is a root cause and wins.
+    Rule(kind="chat_template", tier=WEAK, patterns=(
+        r"\bin (apply_hf_chat_template|apply_chat_template|render_jinja_template|"
+        r"_compile_jinja_template|resolve_chat_template|apply_mistral_chat_template)\b",
+    ),
+        explanation=
+        "Rendering the chat template failed on these messages: the template (the tokenizer's "
+        "or the one passed with --chat-template) does not handle their shape (list content, "
+        "tool calls, a system message), or the model has none that fits.",
+        fix=
+        "Pass a chat template that handles these messages with the deployment: CHAT_TEMPLATE "
+        "in 01/02 (vLLM's --chat-template), such as Llama 3's below; send content as a plain "
+        "string; or deploy the Instruct variant, whose tokenizer has its own.",
+        deploy_parameters=(("CHAT_TEMPLATE", LLAMA3_CHAT_TEMPLATE),)),
     # vLLM's KV-cache sizing step failing with its message cut off (V0's initialize_cache and
     # raise_if_cache_size_invalid, V1's check_enough_kv_cache_memory): it raises either "No
     # available memory for the cache blocks" (an oom, a root cause that wins when present) or

@@ -385,6 +385,19 @@ def test_a_wrapped_message_is_read_across_its_break_and_only_there():
 _CONSEQUENCES = [text for text in _of("container_exited") if "gs://" not in text]
 
 
+def test_a_failure_inside_the_chat_template_renderer_is_the_template_unless_a_cause_is_named():
+    """vLLM's log of a template that cannot render the messages (the shape of vLLM #16245):
+    the traceback runs through the renderer and ends in a plain Python error."""
+    head = ("ERROR [serving_chat.py:198] Error in preprocessing prompt inputs\n"
+            "ERROR [serving_chat.py:198] Traceback (most recent call last):\n"
+            'ERROR [serving_chat.py:198]   File "/x/vllm/entrypoints/chat_utils.py", line 1175, '
+            "in apply_hf_chat_template\n")
+    found = diagnose_text(head + 'TypeError: can only concatenate str (not "list") to str')
+    assert found.kind == "chat_template" and "apply_hf_chat_template" in found.evidence[0]
+    assert diagnose_text(head + "ValueError: This model's maximum context length is 8192 "
+                         "tokens. However, you requested 9000 tokens").kind == "bad_request"
+
+
 def test_a_message_wrapped_inside_a_prefixed_log_is_read_without_the_prefix():
     prefix = "Jun 24 14:36:1{} inference1 python3[1122160]:      "
     text = (prefix.format(7) + "details = 'Received message\n"
