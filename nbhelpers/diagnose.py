@@ -330,6 +330,9 @@ RULES: tuple[Rule, ...] = (
         # A config that needs code transformers does not ship (vLLM's and transformers' words).
         r"(?i)not yet available in the (Hugging ?Face )?transformers library",
         r"(?i)requires you to execute the configuration file in that repo",
+        # llama.cpp's and Ollama's "unknown model architecture: 'x'", TGI's "Unsupported model
+        # type phi-msft".
+        r"(?i)\b(unknown|unsupported|unrecognized) model (architecture|type)\b",
     ),
         explanation=
         "The vLLM (or transformers) inside the container does not support this model's "

@@ -316,6 +316,9 @@ def test_the_blind_bar_judges_kinds_with_three_or_more_excerpts():
     ("RuntimeError: Failed to load the model config. If the model is a custom model not yet "
      "available in the HuggingFace transformers library, consider setting "
      "`trust_remote_code=True`", "unsupported_model"),
+    # llama.cpp's loader as Ollama reports it (ollama/ollama#3638).
+    ("Error: exception error loading model architecture: unknown model architecture: ''",
+     "unsupported_model"),
 ])
 def test_each_family_is_named_in_wordings_no_data_file_has(text, kind):
     assert diagnose_text(text).kind == kind
