@@ -120,6 +120,26 @@ def test_predict_formatted_and_raw(real):
     assert any(r.raw for r in raw)
 
 
+def test_a_multi_instance_body_keeps_each_instances_settings_and_order(real):
+    """The adapter sends instances with equal settings to vLLM as one list of prompts (one
+    scheduler batch) and the others apart; each answer comes back in its instance's place,
+    formatted or raw as that instance asked."""
+    running, _, deployment, _ = real
+    sampled = {"temperature": 1.0, "top_k": -1}
+    instances = [{"prompt": "alpha", "max_tokens": 12, **sampled},
+                 {"prompt": "beta", "max_tokens": 1, "raw_response": True, **sampled},
+                 {"prompt": "gamma", "max_tokens": 12, **sampled},
+                 {"prompt": "delta", "max_tokens": 1, **sampled}]
+    predictions = deployment.endpoint().predict(instances=instances).predictions
+    assert len(predictions) == 4
+    for instance, answer in zip(instances, predictions, strict=True):
+        if instance.get("raw_response"):
+            assert not str(answer).startswith("Prompt:")
+        else:
+            assert str(answer).startswith(f"Prompt:\n{instance['prompt']}\nOutput:\n")
+    assert "Traceback" not in "\n".join(_logs(running, deployment))
+
+
 def test_chat_plain_and_with_system_prompt(real):
     import nbhelpers
 

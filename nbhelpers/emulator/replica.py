@@ -6,6 +6,7 @@ container's health, predict and chat routes, answered by the rehearsal engine (w
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import uuid
@@ -15,6 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from nbhelpers.emulator import container_protocol, rehearsal
 from nbhelpers.emulator.httpbase import JsonHandler, Server
+
+# A stream's tokens after the first leave in writes at most this far apart, each still its own
+# server-sent event, never before it is due. One write per token costs the emulator's one
+# process a wake-up and a write per token of every sequence (10,000 a second at 16 sequences,
+# 32 tokens, 50 ms), which a 2-core machine cannot carry; vLLM's --stream-interval trades the
+# same host overhead for smoothness. 5 ms is finer than anything a notebook shows.
+STREAM_WRITE_WINDOW_S = 0.005
 
 if TYPE_CHECKING:
     from nbhelpers.emulator.vllm_engine import VllmServer
@@ -269,37 +277,52 @@ class _ReplicaHandler(JsonHandler):
         chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         model = self.owner.model_id
 
+        pending: list[bytes] = []  # events due but not yet written
+
         def event(delta: dict[str, Any], finish: str | None, usage: Any = None) -> None:
             payload = {"id": chunk_id, "object": "chat.completion.chunk", "created": created,
                        "model": model,
                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
             if usage is not None:
                 payload["usage"] = usage
-            self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
-            self.wfile.flush()
+            pending.append(f"data: {json.dumps(payload)}\n\n".encode())
 
+        def send_due(at: float) -> None:
+            """Writes what is due, then waits until `at`. Tokens keep to a schedule fixed at
+            the start (a late wake-up does not push back every later token), and tokens that
+            fell due together leave in one write, as a busy server's do."""
+            if pending:
+                self.wfile.write(b"".join(pending))
+                self.wfile.flush()
+                pending.clear()
+            time.sleep(max(0.0, at - time.monotonic()))
+
+        begin = time.monotonic()
         event({"role": "assistant", "content": ""}, None)
         if generation.tool_calls or generation.json_text is not None:  # one structured piece
-            time.sleep(self.owner.service_seconds)
+            send_due(begin + self.owner.service_seconds)
             if generation.tool_calls:
                 event({"tool_calls": [{"index": i, **call} for i, call in
                                       enumerate(generation.tool_calls)]}, None)
             else:
                 event({"content": generation.text}, None)
             event({}, generation.finish_reason)
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        pause = self.owner.service_seconds / max(1, len(generation.tokens))
-        for i, token in enumerate(generation.tokens):
-            time.sleep(pause)
-            event({"content": (" " if i else "") + token}, None)
-        usage = _usage(generation) if (body.get("stream_options") or {}).get(
-            "include_usage") else None
-        event({}, generation.finish_reason, usage)
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
+        else:
+            pause = self.owner.service_seconds / max(1, len(generation.tokens))
+            written = -1  # the write window last waited for
+            for i, token in enumerate(generation.tokens):
+                # The first token leaves when due; later ones in writes of at most
+                # STREAM_WRITE_WINDOW_S, each as its own event (see the constant).
+                window = math.ceil(i * pause / STREAM_WRITE_WINDOW_S - 1e-9)
+                if window != written:
+                    send_due(begin + pause + window * STREAM_WRITE_WINDOW_S)
+                    written = window
+                event({"content": (" " if i else "") + token}, None)
+            usage = _usage(generation) if (body.get("stream_options") or {}).get(
+                "include_usage") else None
+            event({}, generation.finish_reason, usage)
+        pending.append(b"data: [DONE]\n\n")
+        send_due(0.0)
         self.close_connection = True
 
 

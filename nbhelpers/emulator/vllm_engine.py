@@ -38,6 +38,8 @@ START_TIMEOUT_VARIABLE = "NBHELPERS_VLLM_START_TIMEOUT"
 DEFAULT_START_TIMEOUT_S = 600.0  # ~50 s on 2 idle cores; a loaded machine takes longer
 KV_CACHE_GIB = "1"  # VLLM_CPU_KVCACHE_SPACE: a million tokens of the tiny model's KV cache
 ROOT = Path(__file__).resolve().parents[2]
+# The predict instance's sampling settings that vLLM's completions take as they are.
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "seed", "stop")
 
 
 def configured_engine(engine: str | None = None) -> str:
@@ -344,27 +346,33 @@ class VllmServer:
 
     # --- the container's protocol -----------------------------------------------------------
     def predict(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        """The image's predict route: each instance is a completion of its prompt."""
+        """The image's predict route: each instance is a completion of its prompt. Instances
+        with the same sampling settings go to vLLM as one request with a list of prompts, so
+        its scheduler batches them, as the image's server does with a multi-instance body."""
         try:
             instances = container_protocol.instances_of(body)
         except container_protocol.BadPredictBody as refused:
             return 400, {"error": str(refused)}
-        predictions = []
-        for instance in instances:
-            if instance.get("dynamic-lora"):
-                return 400, {"error": "LoRA adapters are not served by the real-engine "
-                             "rehearsal: the tiny model has no weights to adapt"}
-            request = {"model": self.served_name, "prompt": instance["prompt"],
-                       "max_tokens": instance.get("max_tokens", VLLM_DEFAULT_MAX_TOKENS)}
-            for key in ("temperature", "top_p", "top_k", "seed", "stop"):
-                if instance.get(key) is not None:
-                    request[key] = instance[key]
+        if any(instance.get("dynamic-lora") for instance in instances):
+            return 400, {"error": "LoRA adapters are not served by the real-engine rehearsal: "
+                         "the tiny model has no weights to adapt"}
+        groups: dict[str, list[int]] = {}  # sampling settings (as JSON) -> instance positions
+        for position, instance in enumerate(instances):
+            settings = {"max_tokens": instance.get("max_tokens", VLLM_DEFAULT_MAX_TOKENS)}
+            settings |= {key: instance[key] for key in SAMPLING_KEYS
+                         if instance.get(key) is not None}
+            groups.setdefault(json.dumps(settings, sort_keys=True), []).append(position)
+        texts: dict[int, str] = {}
+        for settings_json, positions in groups.items():
+            request = {"model": self.served_name, **json.loads(settings_json),
+                       "prompt": [instances[i]["prompt"] for i in positions]}
             status, reply = self.post("/v1/completions", request)
             if status != 200:
                 return status, reply
-            predictions.append(container_protocol.prediction(instance,
-                                                             reply["choices"][0]["text"]))
-        return 200, {"predictions": predictions}
+            for choice in reply["choices"]:  # one per prompt, by its index in the list
+                texts[positions[choice["index"]]] = choice["text"]
+        return 200, {"predictions": [container_protocol.prediction(instance, texts[i])
+                                     for i, instance in enumerate(instances)]}
 
     def forward_chat(self, handler: Any, body: dict[str, Any]) -> None:
         """Chat completions to vLLM and back, streamed as they come. A request that names no
