@@ -377,7 +377,7 @@ def test_chat_refuses_each_bad_parameter_before_any_call(session, emulator, case
                   lambda v: not isinstance(v, str)) | st.text(max_size=5),
               "concurrency": bad_whole(1, request_rules.MAX_CONCURRENCY),
               "progress": BAD_FLAG, "max_tokens": bad_whole(1, 131071),
-              "system": bad_text(empty_ok=True)}))
+              "system": bad_text(empty_ok=True), "stream": BAD_FLAG}))
 def test_chat_many_refuses_each_bad_parameter_before_any_call(session, emulator, case):
     EXAMPLES["chat_many"] += 1
     name, value = case

@@ -187,6 +187,9 @@ def test_streaming_and_time_to_first_token_only_where_the_endpoint_streams(
     report = nbhelpers.chat_many(dedicated, ["a", "b", "c"], concurrency=2, progress=False,
                                  max_tokens=6)
     assert all(0 < r.ttft_s <= r.latency_s for r in report.results)
+    whole_replies = nbhelpers.chat_many(dedicated, ["a", "b"], progress=False, max_tokens=6,
+                                        stream=False)  # asked whole: nothing to time
+    assert all(r.ok and r.output and math.isnan(r.ttft_s) for r in whole_replies.results)
     assert "Note:" not in capsys.readouterr().out and len(streamed.split()) == 8
 
     whole = nbhelpers.chat(shared, "Stream please", max_tokens=8, stream=True)
