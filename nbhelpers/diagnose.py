@@ -46,6 +46,23 @@ class Rule:
     deploy_parameters: tuple[tuple[str, Any], ...] = ()
 
 
+# The request fields that OpenAI-compatible servers (vLLM, TGI, llama.cpp, Ollama) validate and
+# refuse by name: sampling, logprobs, stopping, structured output and tool calling. One list, so
+# that every refusal wording below knows the same names.
+REQUEST_PARAMETERS = (
+    "max_tokens", "max_new_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
+    "min_p", "typical_p", "n", "best_of", "presence_penalty", "frequency_penalty",
+    "repetition_penalty", "length_penalty", "logprobs", "top_logprobs", "prompt_logprobs",
+    "logit_bias", "seed", "stop", "stop_token_ids", "response_format", "tool_choice", "tools",
+    "guided_json", "guided_regex", "guided_choice", "guided_grammar", "structured_outputs",
+    "stream_options", "min_tokens",
+)
+_PARAMS = "|".join(REQUEST_PARAMETERS)
+# Unquoted, only the names that cannot be a stray English word (n, stop, seed, tools), spelt
+# with "_" or a space: vLLM's '"auto" tool choice requires --enable-auto-tool-choice'.
+_PARAMS_UNQUOTED = "|".join(p.replace("_", "[ _]") for p in REQUEST_PARAMETERS
+                            if "_" in p or p == "temperature")
+
 _HF_TOKEN_FIX = ("Accept the licence on the model's Hugging Face page with the account that owns "
                  "the token, then set HF_TOKEN to a token with read access (never as a "
                  "parameter); or deploy the Model Garden copy by setting WEIGHTS_URI to its "
@@ -144,7 +161,17 @@ RULES: tuple[Rule, ...] = (
     # The container's own start-up refused what it was told to run: the entrypoint got another
     # program's words (a `command` override), an image built for another CPU, unknown flags.
     Rule(kind="container_exited", patterns=(
-        r"(?i)exec format error", r"executable file not found in \$PATH",
+        r"(?i)exec format error", r"executable file not found( in \$PATH)?",
+        # Docker's and runc's words for an entrypoint or command that is not there (or a script
+        # with Windows line ends): "exec /docker-entrypoint.sh: no such file or directory",
+        # "exec user process caused", shells' "vllm: not found", python's "can't open file".
+        r"(?i)\bexec:? [\"']?/?[\w./-]+[\"']?: (no such file or directory|permission denied)",
+        r"(?i)\bexec user process caused\b", r"(?i)\bstarting container process caused\b",
+        r"(?i)\b(entrypoint|entry point|command|executable|binary)\b[^\n]{0,40}\b(not found|"
+        r"no such file or directory|does not exist)\b",
+        r"(?i)(^|\s)(/bin/|/usr/bin/)?(ba|z)?sh(: line \d+|: \d+)?: [\w./-]+: (command )?not found",
+        r"(?i): command not found\b", r"(?i)can't open file '[^']+': \[Errno 2\]",
+        r"\bpython[\d.]*: No module named\b",
         r"OCI runtime (create|exec|start) failed", r"error: unrecognized arguments",
         r"\b(vllm serve|api_server(\.py)?) (tail|sleep|bash|sh|/bin/\w+)\b",
     ),
@@ -445,6 +472,16 @@ RULES: tuple[Rule, ...] = (
         r"(?i)\b(request|payload|body)( body)? (size )?(is )?too large\b(?! for)",
         r"(?i)\b(request|payload|body|message) size exceeds\b",
         r"(?i)received message larger than max",  # gRPC's own size limit
+        # gRPC's other wordings (grpc-js "message exceeds maximum size 4194304: 5118829",
+        # grpc-go "larger than max length allowed"), its options, S3's EntityTooLarge, GFE's
+        # "request that was too large": a size, even when the status is RESOURCE_EXHAUSTED.
+        r"(?i)\b(message|request|payload|body|frame|upload|entity|content|file|attachment)\b"
+        r"[^\n]{0,30}\bexceed(s|ed)? "
+        r"(the )?(max(imum)?|allowed|configured|permitted)? ?(message |request |payload |body )?"
+        r"size\b", r"(?i)\b(message|request|payload|body|frame)\b[^\n]{0,20}\blarger than (the )?"
+        r"max(imum)?\b", r"(?i)\bmax_(receive|send)_message_(length|size)\b",
+        r"\bMax(Call)?(Recv|Send)Msg(Size)?\b", r"\bEntityTooLarge\b",
+        r"(?i)\b(request|payload|body|upload|message)s? (that )?(was|were|is) too (large|big)\b",
         # SageMaker's "has oversize body"; axum/tower (TEI, TGI) "length limit exceeded" while
         # buffering the body; Express/body-parser's and nginx's body-size limits.
         r"(?i)\boversized? (request )?(body|payload|request)\b",
@@ -519,9 +556,7 @@ RULES: tuple[Rule, ...] = (
         r"(?i)maximum context length\b", r"context_length_exceeded",
         r"(?i)please reduce the length of the (messages|prompt|input)",
         r"(?i)prompt (\(length \d+\) )?is longer than the maximum model length",
-        r"\b(temperature|top_p|top_k|min_p|max_tokens|max_completion_tokens|n|best_of|"
-        r"presence_penalty|frequency_penalty|repetition_penalty|logprobs|top_logprobs|seed|"
-        r"stop|length_penalty)`? must be\b", r"Input validation error",
+        rf"\b({_PARAMS})`? must be\b", r"Input validation error",
         r"Extra inputs are not permitted",
         # pydantic's range checks on request fields (OpenAI clients, vLLM's protocol models).
         r"(?i)\bInput should be (less|greater) than( or equal to)? -?\d",
@@ -540,12 +575,26 @@ RULES: tuple[Rule, ...] = (
         # field "must be between 0 and 2", "should be in [0, 1]".
         r"\bInvalidParameter(Value|Exception|Combination)?\b",
         r"(?i)\brange of [`'\"]?\w+[`'\"]? (should|must) be\b",
-        r"(?i)\b(max_tokens|max_new_tokens|temperature|top_p|top_k|min_p|n|presence_penalty|"
-        r"frequency_penalty|repetition_penalty|logprobs|seed)[`'\"]?\b[^\n]{0,30}\b(should|must) "
-        r"be (between|in|within|at (least|most)|less|greater|<|>|no (more|less))",
-        r"(?i)\b(invalid|out-of-range|unsupported) (value )?(for )?(the )?(parameter )?[`'\"]?"
-        r"(max_tokens|max_new_tokens|temperature|top_p|top_k|min_p|presence_penalty|"
-        r"frequency_penalty|repetition_penalty|logprobs)\b",
+        rf"(?i)\b({_PARAMS})[`'\"]?\b[^\n]{{0,30}}\b(should|must) "
+        r"be (between|in|within|at (least|most)|less|greater|<|>|no (more|less)|a positive|"
+        r"positive|non-?negative|set|one of|an? (integer|number|string|boolean|list))",
+        # "Invalid top_logprobs and logprobs value", "unsupported value for response_format",
+        # "Invalid value for 'tool_choice'", OpenAI's "Invalid type for 'messages[0].content'".
+        rf"(?i)\b(invalid|out-of-range|unsupported|illegal|bad) (value |type )?(for )?(the )?"
+        rf"(parameter |field |argument )?[`'\"]?({_PARAMS})\b",
+        r"(?i)\binvalid (value|type) for [`'\"][\w.\[\]]+[`'\"]",
+        # A named field with a refusal after it: "`tool_choice` ... requires --enable-auto-tool-
+        # choice", "when using `top_logprobs`, `logprobs` must be set to true", "prompt_logprobs
+        # are not available when stream=True", "response_format type ... is not supported".
+        rf"(?i)[`'\"]({_PARAMS})[`'\"][^\n]{{0,60}}\b(must|should|cannot|can ?not|can't|can "
+        r"only|is not (supported|allowed|available|valid)|are not (supported|allowed|available)|"
+        r"requires?|only supports?)\b",
+        rf"(?i)\b({_PARAMS_UNQUOTED})\b[^\n]{{0,60}}\b(cannot|can ?not|can't|can only|is not "
+        r"(supported|allowed|available|valid)|are not (supported|allowed|available)|"
+        r"requires?|only supports?)\b",
+        # pydantic's report on an OpenAI-compatible request model ("1 validation error for
+        # ChatCompletionRequest", "Value error, ...").
+        r"\bvalidation errors? for \w*Request\b",
     ),
         explanation=
         "The server refused this request as malformed or too large; the deployment is fine.",
@@ -703,6 +752,13 @@ RULES: tuple[Rule, ...] = (
     Rule(kind="bad_request", tier=WEAK, patterns=(
         r"\b400\b.*INVALID_ARGUMENT", r"InvalidArgument: 400", r"Invalid JSON payload",
         r"BadRequestError", r"invalid_request_error", r"Error code: 4(00|22)\b",
+        # vLLM's "The following fields were present in the request but ignored: {'schema'}":
+        # a malformed field that a later error (often a bare 500) follows.
+        r"(?i)\b(fields?|parameters?|params|arguments?|keys?)\b[^\n]{0,60}\bbut (were |was |are "
+        r"|is )?ignored\b", r"(?i)\b(ignor(ed|ing)|dropp(ed|ing)) (unknown|unsupported|extra) "
+        r"(request )?(fields?|parameters?|params|arguments?|keys?)\b",
+        r"(?i)\b(unknown|unrecognized|unexpected|unsupported) (request )?(fields?|parameters?|"
+        r"params) (in|for) (the )?request\b",
         r"\b400 Bad Request", r"UnprocessableEntityError", r"\b422 Unprocessable",
     ),
         explanation=
@@ -724,7 +780,8 @@ RULES: tuple[Rule, ...] = (
         r"(?i)container called exit\([1-9]\d*\)", r"did not pass the ping health check",
         r"(?i)container terminated with (exit )?code [1-9]",
         r"(?i)\bterminated with (exit )?(code|status) [1-9]",
-        r"(?i)\b(process|proc|worker|engine core|server|container)\b[^\n]{0,60}\b(died|"
+        r"(?i)\b(process|proc|worker|engine ?core|server|container|actor|raylet|subprocess|"
+        r"replica|pod|shard|node)\b[^\n]{0,60}\b(died|"
         r"crashed|terminated unexpectedly|exited unexpectedly)\b",
         # A server exits only when it fails, whatever code it returns.
         r"(?i)\b(inference|model|api|serving|web|http|vllm)[ -]?server\b[^\n]{0,40}\b(exited|"
@@ -734,6 +791,19 @@ RULES: tuple[Rule, ...] = (
         # The verb first: "Crashed container in pod", "crashing pod", "crash of the worker".
         r"(?i)\bcrash(ed|ing)?\b[^\n]{0,20}\b(container|pod|worker|process|server|replica)\b",
         r"(?i)\bfailed to start (the )?(model |inference |serving )?server\b",
+        # Any launcher's words for a server that did not come up: "vLLM failed to start",
+        # "engine failed to initialize", "could not start the container".
+        r"(?i)\b(vllm|tgi|sglang|server|engine|engine ?core|worker|container|process|pod|"
+        r"replica|shard|backend|runtime|launcher)\b[^\n]{0,30}\bfailed to (start|launch|"
+        r"initiali[sz]e|boot|come up|spawn)\b", r"(?i)\b(could not|couldn't|unable to|cannot)"
+        r" start (the )?(vllm|server|engine|container|model server|worker)\b",
+        # Exits and shutdowns that leave no message: the cause is before them, or nowhere.
+        r"(?i)\b(shut(s|ting)? ?down|exit(s|ed)?|stop(s|ped)?|die(s|d)?|crash(es|ed)?|"
+        r"terminat(es|ed)|killed|reboot(s|ed)?)\b[^\n]{0,60}\bwithout (any |an )?(error|"
+        r"message|log|output|traceback|warning)s?\b",
+        r"(?i)\b(exit(s|ed)?|die(s|d)?|crash(es|ed)?|stop(s|ped)?) silently\b|\bsilently "
+        r"(exit(s|ed)?|die(s|d)?|crash(es|ed)?|stop(s|ped)?)\b",
+        r"(?i)\breturned (a )?non-?zero exit (status|code)\b", r"(?i)\bExit Code:\s*[1-9]",
         # Vertex AI's deploy operation ending with no cause named (the container's logs have it).
         r"(?i)\b(model|deployment) failed to deploy due to an internal error",
         r"(?i)\bfailed to deploy (the )?model\b[^\n]{0,60}\b(internal error|no (further )?"

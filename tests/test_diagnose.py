@@ -319,6 +319,35 @@ def test_the_blind_bar_judges_kinds_with_three_or_more_excerpts():
     # llama.cpp's loader as Ollama reports it (ollama/ollama#3638).
     ("Error: exception error loading model architecture: unknown model architecture: ''",
      "unsupported_model"),
+    # Parameter refusals of vLLM's OpenAI protocol (vllm entrypoints/openai/protocol.py and a
+    # user's traceback of it), its tool-calling refusal as served, OpenAI's type refusal.
+    ("ValueError: `top_logprobs` must be a positive value.", "bad_request"),
+    ("pydantic_core._pydantic_core.ValidationError: 1 validation error for ChatCompletionRequest "
+     "Value error, when using `top_logprobs`, `logprobs` must be set to true.", "bad_request"),
+    ("Stream options can only be defined when `stream=True`.", "bad_request"),
+    ('400 "auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be '
+     'set', "bad_request"),
+    ("Invalid type for 'messages[0].content': expected one of a string or array of objects, "
+     "but got an integer instead.", "bad_request"),
+    # A size limit whatever the status: a Go handler's body check, grpc-go's send limit under
+    # RESOURCE_EXHAUSTED (grpc/grpc-go rpc_util.go).
+    ("http.Error: content exceeds maximum size of 5MB", "payload_too_large"),
+    ("rpc error: code = ResourceExhausted desc = grpc: trying to send message larger than max "
+     "(5118829 vs. 4194304)", "payload_too_large"),
+    # Entrypoints and commands that cannot run (runc's words as Docker prints them, a shell's,
+    # python's), a launcher's failed subprocess, Ray's dead actor (ray/python/ray/exceptions.py),
+    # an exit with no message.
+    ('standard_init_linux.go:211: exec user process caused "no such file or directory"',
+     "container_exited"),
+    ("/bin/sh: 1: vllm: not found", "container_exited"),
+    ("python3: can't open file '/app/serve.py': [Errno 2] No such file or directory",
+     "container_exited"),
+    ("subprocess.CalledProcessError: Command '['vllm', 'serve']' returned non-zero exit status "
+     "1.", "container_exited"),
+    ("ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.",
+     "container_exited"),
+    ("The server exits without any error output after loading the weights", "container_exited"),
+    ("ERROR: engine failed to initialize", "container_exited"),
 ])
 def test_each_family_is_named_in_wordings_no_data_file_has(text, kind):
     assert diagnose_text(text).kind == kind
@@ -338,7 +367,8 @@ def test_the_family_vocabulary_names_what_no_rule_does(text, kind):
 
 
 @pytest.mark.parametrize("text", ["GET /v1/models 403", "the template was updated",
-                                  "replica 2 restarted at 10:02", "Everything started fine"])
+                                  "replica 2 restarted at 10:02", "Everything started fine",
+                                  "stop was requested; tools are loaded", "n = 4 seeds ignored"])
 def test_a_stray_family_word_stays_other(text):
     assert diagnose_text(text).kind == "other"
 
@@ -366,6 +396,16 @@ def test_the_family_vocabulary_alone_is_right_when_it_names_a_kind():
     ("RuntimeError: NCCL error: unhandled system error\nRuntimeError: Engine process failed to "
      "start. See stack trace for the root cause", "other"),
     ("no recognisable failure in these lines", "other"),
+    # A size is named even under a quota's status word; an engine's OOM before "failed to
+    # start"; a dropped field names the request that a bare 500 follows, but a named cause wins.
+    ("google.api_core.exceptions.ResourceExhausted: 429 RESOURCE_EXHAUSTED: Received message "
+     "exceeds maximum size 4194304", "payload_too_large"),
+    ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\nvLLM failed to "
+     "start", "oom"),
+    ("WARNING protocol.py:53 The following fields were present in the request but ignored: "
+     "{'foo'}\nInternalServerError 500", "bad_request"),
+    ("WARNING The following fields were present in the request but ignored: {'foo'}\n"
+     "RuntimeError: No CUDA GPUs are available\nRuntimeError: CUDA out of memory", "oom"),
 ])
 def test_the_root_cause_wins(text, kind):
     assert diagnose_text(text).kind == kind
