@@ -385,6 +385,14 @@ RULES: tuple[Rule, ...] = (
         r"std::bad_alloc", r"^MemoryError\b|\bbuiltins\.MemoryError\b",
         r"CUBLAS_STATUS_ALLOC_FAILED", r"cudaErrorMemoryAllocation",
         r"(?i)not enough (GPU |device |CUDA )?memory",
+        # Memory limits of hosts and schedulers: Kubernetes' eviction ("The node was low on
+        # resource: memory", "which exceeds its request of"), the kernel's OOM-killer line,
+        # Cloud Run's "Memory limit of 512 MiB exceeded", YARN's and Ray's kills for memory.
+        r"(?i)\blow on (resource: )?(host |system |node )?memory\b",
+        r"\bKilled process \d+ \([^)]*\) total-vm:",
+        r"(?i)\bmemory limit (of [\d.]+ ?\w+ )?(was )?(exceeded|reached)\b",
+        r"(?i)\bexceed(s|ed|ing)? (the |its |their )?memory limits?\b",
+        r"(?i)\bkilled\b[^\n]{0,40}\b(memory (limit|usage|pressure)s?|low memory)\b",
     ),
         explanation=
         "The GPU ran out of memory while vLLM loaded the weights, profiled activations or "
@@ -416,7 +424,11 @@ RULES: tuple[Rule, ...] = (
         "a little (0.9 -> 0.95), or use more or larger GPUs."),
     Rule(kind="chat_template", patterns=(
         r"default chat template is no longer allowed", r"chat_template is not set",
-        r"ChatTemplateResolutionError", r"does not define one", r"(?i)\bno chat template",
+        r"ChatTemplateResolutionError", r"does not define one", r"(?i)\bno chat[ _-]?template",
+        # The method's own name beside a failure: "Error in apply_chat_template", "failed to
+        # render_chat_template".
+        r"(?i)\b(error|exception|failed|failure)\b[^\n]{0,30}\b(apply|render)\w*_chat_template\b",
+        r"(?i)\b(apply|render)\w*_chat_template\b[^\n]{0,40}\b(error|exception|failed|raised)\b",
         r"Chat template error",
         # Jinja's own parse errors: the template itself is broken, not the request.
         r"TemplateSyntaxError", r"expected token '[^'\n]+', got '",
@@ -481,6 +493,9 @@ RULES: tuple[Rule, ...] = (
         r"size\b", r"(?i)\b(message|request|payload|body|frame)\b[^\n]{0,20}\blarger than (the )?"
         r"max(imum)?\b", r"(?i)\bmax_(receive|send)_message_(length|size)\b",
         r"\bMax(Call)?(Recv|Send)Msg(Size)?\b", r"\bEntityTooLarge\b",
+        # Headers over a proxy's limit (HTTP 431, nginx's 400 "Request Header Or Cookie Too
+        # Large"): the request is too large, if not its body.
+        r"(?i)\bRequest Header (Fields|Or Cookie) Too Large\b",
         r"(?i)\b(request|payload|body|upload|message)s? (that )?(was|were|is) too (large|big)\b",
         # SageMaker's "has oversize body"; axum/tower (TEI, TGI) "length limit exceeded" while
         # buffering the body; Express/body-parser's and nginx's body-size limits.
@@ -500,7 +515,8 @@ RULES: tuple[Rule, ...] = (
         r"limit\b", r"(?i)\b(size|length|bytes?) limit\b[^\n]{0,30}\b(request|payload|body)\b",
         r"(?i)\bmax(imum)?[ _-]?bytes\b[^\n]{0,30}\b(request|payload|body)\b",
         r"(?i)\bfailed to (buffer|read) the request body\b",
-        r"(?i)\bmax(imum)? (request |message |upload )?(body |payload |content )?(size|length)\b"
+        r"(?i)\bmax(imum)? (allowed )?(request |message |upload )?(body |payload |content )?"
+        r"(size|length)\b"
         r"[^\n]{0,30}\bexceeded\b", r"(?i)\btoo large body\b|\bsend too large\b",
         r"(?i)\b(sent|received|trying to send) message larger than max",
         r"(?i)\bcontent[ -]length\b[^\n]{0,20}\bexceed", r"(?i)\bmaximum upload size\b",
@@ -567,8 +583,15 @@ RULES: tuple[Rule, ...] = (
         # pydantic's error types as a request model reports them; OpenAI's and JSON Schema's
         # refusals of fields; transformers' generation-config checks.
         r"\[type=(missing|extra_forbidden|less_than_equal|greater_than_equal|less_than|"
-        r"greater_than|int_parsing|float_parsing|string_type|literal_error|int_type|list_type)\b",
+        r"greater_than|int_parsing|float_parsing|string_type|literal_error|int_type|list_type|"
+        r"json_invalid|bool_type|bool_parsing|dict_type)\b",
         r"Unrecognized request argument", r"'\w+' is a required property",
+        r"Additional properties are not allowed",  # JSON Schema's "('foo' was unexpected)"
+        # OpenAI's "Unknown parameter: 'x'", "Unsupported parameter: 'max_tokens' is not
+        # supported with this model", "Unsupported value: 'temperature' does not support 0.5".
+        r"(?i)\b(unknown|unsupported|unrecognized) (parameter|value|argument)s?: [`'\"]",
+        r"(?i)\b(could not|couldn't|failed to|unable to) (parse|decode|deserialize) (the )?"
+        r"(JSON )?(request )?body\b",
         r"`\w+` \(=[^)]*\) has to be a (strictly )?positive",
         # Range and parameter refusals of other APIs: DashScope's "InvalidParameter: Range of
         # max_tokens should be [1, 8192]", AWS's ValidationException/InvalidParameterValue, a
@@ -804,6 +827,12 @@ RULES: tuple[Rule, ...] = (
         r"(?i)\b(exit(s|ed)?|die(s|d)?|crash(es|ed)?|stop(s|ped)?) silently\b|\bsilently "
         r"(exit(s|ed)?|die(s|d)?|crash(es|ed)?|stop(s|ped)?)\b",
         r"(?i)\breturned (a )?non-?zero exit (status|code)\b", r"(?i)\bExit Code:\s*[1-9]",
+        # TGI's launcher ("Error: ShardCannotStart", "WebserverFailed"), systemd's unit that
+        # failed ("code=exited, status=1/FAILURE", "Failed with result 'exit-code'"), a crash.
+        r"\bShard(CannotStart|Failed)\b|\bWebserverFailed\b",
+        r"(?i)\bcode=(exited|killed|dumped), status=[1-9]",
+        r"Failed with result '(exit-code|core-dump|signal)'",
+        r"(?i)\bSegmentation fault\b|\bSIGSEGV\b|\(core dumped\)",
         # Vertex AI's deploy operation ending with no cause named (the container's logs have it).
         r"(?i)\b(model|deployment) failed to deploy due to an internal error",
         r"(?i)\bfailed to deploy (the )?model\b[^\n]{0,60}\b(internal error|no (further )?"

@@ -348,6 +348,28 @@ def test_the_blind_bar_judges_kinds_with_three_or_more_excerpts():
      "container_exited"),
     ("The server exits without any error output after loading the weights", "container_exited"),
     ("ERROR: engine failed to initialize", "container_exited"),
+    # TGI's launcher (text-generation-inference launcher), systemd's failed unit, a segfault.
+    ("Error: ShardCannotStart", "container_exited"),
+    ("systemd[1]: vllm.service: Main process exited, code=exited, status=1/FAILURE",
+     "container_exited"),
+    ("Fatal Python error: Segmentation fault", "container_exited"),
+    # JSON Schema's extra field, OpenAI's unknown parameter and unparsable body.
+    ("Additional properties are not allowed ('foo' was unexpected)", "bad_request"),
+    ("Unknown parameter: 'response_format.schema'.", "bad_request"),
+    ("We could not parse the JSON body of your request.", "bad_request"),
+    # Headers over a proxy's limit (nginx's 400, HTTP 431).
+    ("400 Request Header Or Cookie Too Large", "payload_too_large"),
+    # A tokenizer without a template, the method named beside a failure.
+    ("ValueError: Tokenizer has no chat_template", "chat_template"),
+    ("ERROR: Error in apply_chat_template: list index out of range", "chat_template"),
+    # Host memory limits: Kubernetes' eviction, the kernel's OOM-killer line, Cloud Run's,
+    # YARN's and Ray's kills.
+    ("The node was low on resource: memory. Container vllm was using 60Gi, which exceeds its "
+     "request of 32Gi.", "oom"),
+    ("Killed process 1234 (python3) total-vm:81234567kB, anon-rss:60123456kB", "oom"),
+    ("Memory limit of 512 MiB exceeded with 530 MiB used.", "oom"),
+    ("Container killed by YARN for exceeding memory limits.", "oom"),
+    ("Task was killed due to the node running low on memory.", "oom"),
 ])
 def test_each_family_is_named_in_wordings_no_data_file_has(text, kind):
     assert diagnose_text(text).kind == kind
