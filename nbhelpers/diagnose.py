@@ -1070,7 +1070,7 @@ def diagnose_text(text: str, *, max_evidence: int = 3) -> Diagnosis:
                          deploy_parameters=suggested)
     if guess := _vocabulary_guess(lines):
         kind, hits = guess
-        rule = next(r for r in RULES if r.kind == kind and r.tier == ROOT and not r.context)
+        rule = _family_rule(kind)
         return Diagnosis(kind=kind, evidence=_unique([lines[i] for i in hits])[:max_evidence],
                          explanation="Likely (no exact wording matched; the words of this "
                          "family did): " + rule.explanation, fix=rule.fix,
@@ -1078,6 +1078,14 @@ def diagnose_text(text: str, *, max_evidence: int = 3) -> Diagnosis:
     hits_ = [line for line in lines if _GENERIC.search(line)] or lines[-1:]
     return Diagnosis(kind=OTHER.kind, evidence=_unique(hits_)[-max_evidence:],
                      explanation=OTHER.explanation, fix=OTHER.fix)
+
+
+def _family_rule(kind: str) -> Rule:
+    """The rule whose explanation and fix speak for a whole kind: its first rule without a
+    context, root-cause tier first (timeout, for one, has only a weaker tier)."""
+    ranked = sorted((r for r in RULES if r.kind == kind),
+                    key=lambda r: (bool(r.context), r.tier != ROOT))
+    return ranked[0]
 
 
 def _unique(lines: list[str]) -> list[str]:

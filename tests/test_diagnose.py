@@ -381,11 +381,23 @@ def test_each_family_is_named_in_wordings_no_data_file_has(text, kind):
     ("upstream answered 413: the 12 MB body is over what it takes", "payload_too_large"),
     ("caller lacks storage access on gs://weights: denied", "permission"),
     ("quota: 0 of 8 left for this accelerator", "quota"),
+    # timeout has rules of a weaker tier only: its fix still comes with the guess.
+    ("still waiting after 900 s, then the gateway answered 504", "timeout"),
 ])
 def test_the_family_vocabulary_names_what_no_rule_does(text, kind):
     found = diagnose_text(text)
     assert (found.kind, found.evidence) == (kind, [text])
     assert found.explanation.startswith("Likely") and found.fix
+
+
+def test_every_kind_the_vocabulary_can_name_has_a_rule_to_explain_it():
+    """A guess takes its explanation and fix from one rule of its kind: every kind of the
+    vocabulary has one (a kind without a rule of the root tier once made a guess crash)."""
+    import nbhelpers.diagnose as diagnose
+
+    for kind in diagnose.VOCABULARY:
+        rule = diagnose._family_rule(kind)
+        assert rule.kind == kind and rule.fix and rule.explanation
 
 
 @pytest.mark.parametrize("text", ["GET /v1/models 403", "the template was updated",
