@@ -81,9 +81,14 @@ def test_a_deployment_starts_its_minimum_replicas_and_spreads_requests_across_th
     assert [(s.metric_name, s.target) for s in resources.autoscaling_metric_specs] == [
         (DUTY_CYCLE, 60)]
     assert served.status.available_replica_count == 2  # the minimum: no autoscaling above it
-    # The serving quota is charged for the most replicas (3 x 1 L4), not the 2 running.
+    # The serving quota is charged for the most replicas (3 x 1 L4), not the 2 running, and
+    # Spot VMs' own quota is charged, not the on-demand one.
     assert shared_emulator.vertex.quotas.gpus_in_use("test-project") == {
-        ("NVIDIA_L4", "us-central1"): 3}
+        ("NVIDIA_L4", "us-central1", True): 3}
+    from nbhelpers.quota import serving_quota  # what the check before a deploy reads
+
+    assert serving_quota(run, plan.hardware, spot=True).in_use == 3
+    assert serving_quota(run, plan.hardware).in_use == 0
 
     for prompt in ("one", "two", "three", "four"):
         assert nbhelpers.predict(deployment, prompt, max_tokens=2)[0].raw.startswith(

@@ -48,8 +48,14 @@ def _quota_metric(service: str, quota_id: str) -> str:
     accelerator = _accelerator_of(quota_id.replace(PREEMPTIBLE, "", 1) if spot else quota_id)
     if accelerator is None:
         return f"{service}/{quota_id}"
-    metric = SERVING_METRICS[accelerator]
-    if spot:  # Google's notebooks' map: custom_model_serving_preemptible_{gpu}
+    return serving_metric(service, accelerator, spot=spot)
+
+
+def serving_metric(service: str, accelerator: str, *, spot: bool) -> str:
+    """The quota metric that serving GPUs of this type draw on: Spot VMs' own one with `spot`
+    (Google's notebooks' map: custom_model_serving_preemptible_{gpu})."""
+    metric = SERVING_METRICS.get(accelerator, accelerator)
+    if spot:
         metric = metric.replace("custom_model_serving_", "custom_model_serving_preemptible_", 1)
     return f"{service}/{metric}"
 
@@ -114,11 +120,12 @@ class Quotas:
             self.state.save()
 
     # --- Cloud Monitoring: quota usage ------------------------------------------------------
-    def gpus_in_use(self, project: str) -> dict[tuple[str, str], int]:
-        """(accelerator type, region) -> GPUs charged to the project's deployed models: the
-        accelerators of each one's most replicas (maxReplicaCount), as Google charges them."""
+    def gpus_in_use(self, project: str) -> dict[tuple[str, str, bool], int]:
+        """(accelerator type, region, Spot) -> GPUs charged to the project's deployed models:
+        the accelerators of each one's most replicas (maxReplicaCount), as Google charges
+        them, Spot VMs' against their own quota."""
         prefix = f"projects/{project_number(project)}/locations/"
-        used: dict[tuple[str, str], int] = {}
+        used: dict[tuple[str, str, bool], int] = {}
         with self.state.lock:
             endpoints = [e for n, e in self.state.data["endpoints"].items()
                          if n.startswith(prefix)]
@@ -127,7 +134,8 @@ class Quotas:
                 for deployed in endpoint["deployedModels"]:
                     resources = deployed.get("dedicatedResources") or {}
                     machine = resources.get("machineSpec") or {}
-                    key = (str(machine.get("acceleratorType")), region)
+                    key = (str(machine.get("acceleratorType")), region,
+                           bool(resources.get("spot")))
                     used[key] = used.get(key, 0) + charged_replicas(resources) * int(
                         machine.get("acceleratorCount") or 0)
         return used
@@ -147,9 +155,9 @@ class Quotas:
         wanted_metric = terms.get("metric.labels.quota_metric")
         wanted_region = terms.get("resource.labels.location")
         series = []
-        for (accelerator, region), gpus in sorted(self.gpus_in_use(project).items()):
+        for (accelerator, region, spot), gpus in sorted(self.gpus_in_use(project).items()):
             service = SERVICE
-            metric = f"{service}/{SERVING_METRICS.get(accelerator, accelerator)}"
+            metric = serving_metric(service, accelerator, spot=spot)
             if gpus == 0 or (wanted_metric and wanted_metric != metric) or (
                     wanted_region and wanted_region != region):
                 continue
