@@ -114,9 +114,15 @@ class VllmOptions:
                 f"{model.name} was trained for (max_model_len must be from 1 to "
                 f"{model.max_positions:,})"
             )
-        if self.tool_calling and not model.instruct:
+        if self.tool_calling and not model.instruct and not self.chat_template:
             raise ConfigError(f"tool_calling=True needs a chat template, and {model.name} is a "
-                              "base model without one: choose its Instruct model")
+                              "base model without one: choose its Instruct model, or give "
+                              "chat_template= a template that renders `tools`")
+        if self.tool_calling and self.chat_template and "tools" not in self.chat_template:
+            raise ConfigError("tool_calling=True with a chat_template that never reads `tools`: "
+                              "the model would not see the tool definitions. Give a template "
+                              "that renders them (Llama 3.1's does), or leave chat_template "
+                              "empty for an Instruct model's own")
         if tp > accelerator_count:
             raise ConfigError(
                 f"tensor_parallel_size {tp} needs that many GPUs, but the machine has "

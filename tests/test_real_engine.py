@@ -295,6 +295,15 @@ def test_tool_calling_container_options_follow_the_image():
     model = nbhelpers.get_model("Llama-3.1-8B")
     with pytest.raises(ConfigError, match="base model"):
         nbhelpers.VllmOptions(tool_calling=True).resolved(model, 1)
+    # A base model with a template of its own that renders the tools is served with them; a
+    # template that never reads them is refused, whatever the model.
+    with_tools = "{% for t in tools or [] %}{{ t | tojson }}{% endfor %}{{ messages }}"
+    assert nbhelpers.VllmOptions(tool_calling=True, chat_template=with_tools).resolved(
+        model, 1).tool_calling
+    for name in ("Llama-3.1-8B", "Llama-3.1-8B-Instruct"):
+        with pytest.raises(ConfigError, match="never reads `tools`"):
+            nbhelpers.VllmOptions(tool_calling=True, chat_template="{{ messages }}").resolved(
+                nbhelpers.get_model(name), 1)
 
 
 def test_the_rehearsal_answers_tool_calls_and_schemas_in_vllms_shape():
