@@ -46,6 +46,13 @@ class Rule:
     deploy_parameters: tuple[tuple[str, Any], ...] = ()
 
 
+# The names servers give a sequence's context: vLLM's, TGI's, llama.cpp's, LMDeploy's, the
+# model config's.
+_CONTEXT_SETTING = (r"max[_ -]?input[_ -]?(length|tokens)|max[_ -]?total[_ -]?tokens|"
+                    r"max[_ -]?model[_ -]?len|max[_ -]?seq(uence)?[_ -]?len(gth)?|"
+                    r"n_ctx(_train|_per_seq)?|session[_ -]?len|context[_ -]?length|"
+                    r"max[_ -]?position[_ -]?embeddings")
+
 # The request fields that OpenAI-compatible servers (vLLM, TGI, llama.cpp, Ollama) validate and
 # refuse by name: sampling, logprobs, stopping, structured output and tool calling. One list, so
 # that every refusal wording below knows the same names.
@@ -63,6 +70,14 @@ _PARAMS = "|".join(REQUEST_PARAMETERS)
 _PARAMS_UNQUOTED = "|".join(p.replace("_", "[ _]") for p in REQUEST_PARAMETERS
                             if "_" in p or p == "temperature")
 
+# How a request for a gated model's licence stands when it is not granted (yet).
+_ACCESS_VERDICT = (r"(pending|awaiting|rejected|denied|declined|refused|"
+                   r"not (yet )?(been )?(approved|granted|accepted))")
+# A size refusal: "413 Payload Too Large" says more than any "request ... rejected" beside it.
+_SIZE_REFUSAL = r"\b413\b|(?i:payload too large|request entity too large)"
+# Any unit of time a limit is stated in ("60 seconds", "120s", "5 min").
+_DURATION = r"\d+(\.\d+)? ?(ms|s|secs?|seconds?|mins?|minutes?|h|hrs?|hours?)\b"
+
 _HF_TOKEN_FIX = ("Accept the licence on the model's Hugging Face page with the account that owns "
                  "the token, then set HF_TOKEN to a token with read access (never as a "
                  "parameter); or deploy the Model Garden copy by setting WEIGHTS_URI to its "
@@ -74,17 +89,18 @@ _HF_TOKEN_FIX = ("Accept the licence on the model's Hugging Face page with the a
 # only the excerpts it was written from. Bare status words (RESOURCE_EXHAUSTED, 400
 # INVALID_ARGUMENT, BadRequestError) are WEAK: the message beside them names the cause better.
 RULES: tuple[Rule, ...] = (
-    Rule(kind="licence_pending", refines="hf_auth", patterns=(
+    Rule(kind="licence_pending", refines="hf_auth", unless=_SIZE_REFUSAL, patterns=(
         r"(?i)(awaiting|pending)( a)? review (from|by) the repo(sitory)?[\u2019']?s? "
         r"(authors|owners)",
         r"(?i)rejected by the repo(sitory)?[\u2019']?s? (authors|owners)",
         # Hugging Face answers 403 "not in the authorized list" to a token it accepted whose
         # account has not been granted the gated repo (401 is a missing or refused token).
         r"not in the authorized list", r"GatedRepoError: 403\b",
-        r"request to access (this|the)? ?(repo|model|room)?.{0,80}(pending|awaiting|rejected)",
-        r"(?i)(access|licen[cs]e) request.{0,40}\b(pending|awaiting|rejected|declined|"
-        r"not (yet )?(been )?approved)",
-        r"(?i)\brequest\b.{0,40}\b(has|had|was|is) (been )?(rejected|declined)\b",
+        # A request for access, in the Hub's words and users' own: "request to access this repo
+        # is awaiting", "access requests ... were rejected", "request to access a gated model ...
+        # is denied", "not yet approved".
+        rf"(?i)\brequests? (to|for) access\b.{{0,80}}\b{_ACCESS_VERDICT}",
+        rf"(?i)(access|licen[cs]e) requests?\b.{{0,80}}\b{_ACCESS_VERDICT}",
         r"(?i)\bstatus:\W{0,3}pending\b", r"(?i)waiting for (approval|access)",
         r"(?i)do not meet the criteria to obtain a licen[cs]e",
         # The gate itself, before any request is filed (the Hub's gated-model page).
@@ -100,6 +116,35 @@ RULES: tuple[Rule, ...] = (
         fix=
         "Check the request at https://huggingface.co/settings/gated-repos (none listed: file "
         "one on the model's page) and wait for the "
+        "approval e-mail before deploying again; a rejected request must be filed again with "
+        "the details Meta asks for. To deploy now, use the Model Garden copy (accept the EULA "
+        "on the model card) by setting WEIGHTS_URI to its gs:// path: it needs no HF token."),
+    # Users' own words for the same wait: "I submitted a request for access", "how long does
+    # approval take", "my status is still pending", "access not yet granted". WEAK and only
+    # beside words of a gated model (approval, licence, Hugging Face, a gated repo): a pod's
+    # "status: Pending" or a quota request is not a licence.
+    Rule(kind="licence_pending", refines="hf_auth", tier=WEAK, unless=_SIZE_REFUSAL,
+         context=r"(?i)\b(gated|approv\w*|licen[cs]e|hugging ?face|repo(sitory|sitories)?)\b",
+         patterns=(
+        r"(?i)\b(submitted|filed|made|sent|put in|applied with) (a|an|my|the) (access )?"
+        r"(request|application)\b", r"(?i)\b(requested|applied for|asked for) access\b",
+        r"(?i)\bhow long\b[^\n]{0,40}\b(approv\w*|to (get|be) (granted|accepted))",
+        r"(?i)\b(status|request|access|application)\b[^\n]{0,20}\b(is|are|remains?|still)\b"
+        r"[^\n]{0,10}\bpending\b",
+        r"(?i)\b(access|request|application)\b[^\n]{0,30}\bnot (yet )?(been )?(approved|"
+        r"granted)\b", r"(?i)\b(still )?(awaiting|waiting (for|on)) (the )?(approval|access|"
+        r"review|decision)\b",
+        r"(?i)\b(denied|refused|rejected) access to (a |the |this )?gated\b",
+        # A request (never a request body, payload or header) that was turned down.
+        r"(?i)\brequests?\b(?!\s+(body|payload|entity|headers?|size|line|message|rate))"
+        r".{0,40}\b(has|had|was|is|were|have) (been )?(rejected|declined)\b",
+    ),
+        explanation=
+        "The account has asked for the model's licence on Hugging Face and it is not granted: "
+        "the request is still pending (Meta reviews them by hand; it can take hours, up to a "
+        "day) or was rejected.",
+        fix=
+        "Check the request at https://huggingface.co/settings/gated-repos and wait for the "
         "approval e-mail before deploying again; a rejected request must be filed again with "
         "the details Meta asks for. To deploy now, use the Model Garden copy (accept the EULA "
         "on the model card) by setting WEIGHTS_URI to its gs:// path: it needs no HF token."),
@@ -137,9 +182,14 @@ RULES: tuple[Rule, ...] = (
         "gated and the token is missing, wrong, or has not been granted access.",
         fix=_HF_TOKEN_FIX),
     Rule(kind="hf_auth", patterns=(r"\b40[13] Client Error", r"\b401 Unauthorized\b",
-                                   r"(?i)token is (not valid|invalid|expired)",
-                                   r"Invalid username or password"),
-         context=r"huggingface|hf_raise_for_status|hf_hub",
+                                   r"(?i)\btoken (is|was|has been) (not valid|invalid|expired|"
+                                   r"revoked)", r"(?i)\b(expired|revoked) (access |auth |user )?"
+                                   r"token\b", r"Invalid username or password"),
+         # The Hub's words (its library, its models and datasets, an auth token for them);
+         # google-auth's "Token has been expired or revoked" is Google's own credential.
+         context=r"(?i)huggingface|hugging face|hf_raise_for_status|hf_hub|\bHF_TOKEN\b|"
+         r"\b(auth|access|user) token\b[^\n]{0,80}\b(models?|datasets?|repos?)\b",
+         unless=r"(?i)google\.auth|RefreshError|invalid_grant|gcloud auth",
          explanation=
          "The container could not download the weights from Hugging Face: the repository is "
          "gated and the token is missing, wrong, or has not been granted access.",
@@ -415,6 +465,13 @@ RULES: tuple[Rule, ...] = (
         r"(?i)\b(do|does|can)(n't| not) (support|handle|serve) (a )?max[_-]model[_-]len "
         r"(greater|larger|higher|longer|more|above|over)\b",
         r"(?i)\bset (--)?max[_-]model[_-]len (to|=) ?\d+ or (lower|less|smaller)\b",
+        # Other servers' context settings over what the model or the cache takes: TGI's
+        # max_input_length/max_input_tokens over max_total_tokens, llama.cpp's n_ctx over
+        # n_ctx_train, LMDeploy's session_len, any of them over max_position_embeddings.
+        rf"(?i)\b({_CONTEXT_SETTING})`?\s*(\(\d+\)|=\s*\d+)?\s*(>=?|is (greater|larger|"
+        r"higher|longer) than|exceeds?|must be (<=?|less than|smaller than|lower than|at most))"
+        rf"\s*(the )?(model'?s? )?`?({_CONTEXT_SETTING}|max(imum)? (sequence|context|model) "
+        r"length|trained context( length)?)\b",
     ),
         explanation=
         "The KV cache left after the weights cannot hold even one sequence of max_model_len "
@@ -638,6 +695,21 @@ RULES: tuple[Rule, ...] = (
         fix=
         "Install the package the message names in the notebook's environment (for Vertex "
         "AI, `pip install -U google-cloud-aiplatform`) and restart the kernel."),
+    Rule(kind="other", patterns=(
+        r"(?i)\b(bfloat16|bf16|fp8|float8|fp4|\w+ ?dtype)\b[^\n]{0,40}\bsupported\b[^\n]{0,40}"
+        r"\bcompute capability\b",
+        r"(?i)\bcompute capability\b[^\n]{0,30}\b(of at least|>=|or (higher|above|newer)|is "
+        r"required|required)\b",
+        r"(?i)\b(GPU|device|hardware)\b[^\n]{0,30}\b(does not|doesn't|do not) support "
+        r"(bfloat16|bf16|fp8|float8)\b",
+        r"(?i)\bonly supports? (Ampere|Ada|Hopper|Turing)\b[^\n]{0,20}\b(GPUs?|or newer)\b",
+    ),
+        explanation=
+        "The GPU is too old for what the model asked of it: bfloat16, FP8 or a kernel needs a "
+        "newer compute capability than this card has (a V100 or T4 has no bfloat16).",
+        fix=
+        "Set dtype to float16 (vLLM's --dtype=half) or deploy on a newer GPU (L4, A100, H100; "
+        "nbhelpers.hardware lists the pairs)."),
     Rule(kind="other", patterns=(r"NCCL error",),
          explanation=
          "The GPUs' collective communication (NCCL) failed while the engine started.",
@@ -660,7 +732,9 @@ RULES: tuple[Rule, ...] = (
         r"[Tt]ook too long", r"(?i)timed[ -]?out", r"(?i)\b504 Gateway Time-?out",
         r"\b504 Timeout", r"\b(Read|Connect|Write|Pool)Timeout", r"APITimeoutError",
         r"\bTimeout(Error|Exception|Expired)\b", r"deployment timed out",
-        r"(?i)\b(for|taking|took) too long\b",
+        r"(?i)\b(for|takes?|taking|took) (too|to) long\b",
+        # Loading or start-up "takes longer than 60 seconds", past a limit of so many seconds.
+        rf"(?i)\b(takes?|took|taking|needs?|needed|requires?) (longer|more) than {_DURATION}",
         r"(?i)did not (become ready|respond|finish|complete) (with)?in\b",
         r"Gateway ?Time-?out", r"(?i)upstream request timeout", r"\bETIMEDOUT\b",
         # Servers and launchers that give up waiting: "failed to start within timeout", "in
@@ -670,6 +744,15 @@ RULES: tuple[Rule, ...] = (
         r"(?i)\btimeout\b[^\n]{0,20}\b(exceeded|expired|reached|elapsed)\b",
         r"(?i)\btime(d)?[ -]?out (waiting|while waiting|after)\b",
         r"(?i)\b(worker|request|startup|start-up|socket|read|connect|load) timeout\b",
+        # A health check's or probe's time-out that was hit ("a hard-coded health check
+        # time-out of 120s", "fails due to this healthcheck time-out"), not one that is named
+        # as a setting ("the health check timeout can be extended").
+        r"(?i)\b(health ?check|ping|probe|readiness|liveness|start-?up)[ -]?time[ -]?out (of "
+        rf"{_DURATION}|\(|=|exceeded|expired|reached|elapsed)",
+        r"(?i)\b(fail\w*|abort\w*|killed|stopped|gave up)\b[^\n]{0,40}\b(due to|because of|on) "
+        r"(the |this |a |its )?[\w-]*[ -]?time[ -]?outs?\b",
+        # vLLM's "Aborted request ...": the client gave up (its timeout) before the reply.
+        r"\bAborted request\b",
         r"ProgressDeadlineExceeded", r"GetTimeoutError", r"(?i)exceeded its progress deadline",
         # Node's AbortSignal.timeout, Envoy's "reset reason: connection timeout", a load or
         # start that "exceeded the 1800 second limit" or "did not load in 600 seconds".
@@ -699,6 +782,21 @@ RULES: tuple[Rule, ...] = (
         "Lower max_tokens, stream the reply (chat with stream=True on a dedicated endpoint), "
         "or split the work; for deployments, wait longer (large models take up to an hour) "
         "and read the logs."),
+    # Stopped from outside while still loading the weights: an orchestrator's start-up or
+    # liveness probe gave up (vLLM turns SIGTERM into KeyboardInterrupt("terminated")).
+    Rule(kind="timeout", tier=WEAK, patterns=(
+        r"KeyboardInterrupt: terminated", r"(?i)\b(received|got|caught) (signal )?(SIGTERM|"
+        r"signal 15)\b", r"(?i)\bterminated by (signal )?(SIGTERM|signal 15)\b",
+    ),
+        context=r"(?i)\bloading\b[^\n]{0,40}\b(weights|checkpoint|shards?|model|safetensors)\b",
+        explanation=
+        "The server was stopped from outside (SIGTERM) while it was still loading the model: "
+        "whatever runs it (a health check, a start-up or liveness probe) gave up waiting before "
+        "the weights were loaded.",
+        fix=
+        "Give the server longer to start (a longer start-up probe or deploy timeout; large "
+        "models take up to an hour), or load faster: weights on gs:// in the same region "
+        "(WEIGHTS_URI), a smaller model or more GPUs."),
     # The serving image never ran: a wrong tag or registry path (an access refusal beside it
     # is named as permission, a root cause).
     Rule(kind="container_exited", tier=WEAK, patterns=(
@@ -922,6 +1020,7 @@ VOCABULARY: dict[str, tuple[tuple[str, int], ...]] = {
     "hf_auth": (
         (r"(?i)hugging ?face|\bhf_hub|\bHF_TOKEN\b", 2), (r"\b401\b", 2),
         (r"(?i)\btokens?\b", 1), (r"(?i)\bgated\b", 2), (r"(?i)\b(login|log in)\b", 1),
+        (r"(?i)\b(expired|revoked)\b", 1),
     ),
     "unsupported_model": (
         (r"(?i)\barchitectures?\b", 2), (r"(?i)\bmodel[ _]type\b", 2),

@@ -370,6 +370,36 @@ def test_the_blind_bar_judges_kinds_with_three_or_more_excerpts():
     ("Memory limit of 512 MiB exceeded with 530 MiB used.", "oom"),
     ("Container killed by YARN for exceeding memory limits.", "oom"),
     ("Task was killed due to the node running low on memory.", "oom"),
+    # After round 7, users' own words for a licence not granted (yet): a request filed, a
+    # status pending, a verdict; never a request body that was refused.
+    ("We have applied for access to the gated model last week; the request has not been "
+     "approved so far.", "licence_pending"),
+    ("Is there a way to speed up approval? Our access request to the Llama repo is still "
+     "pending after 3 days.", "licence_pending"),
+    ("Hugging Face denied access to the gated repository for my second account",
+     "licence_pending"),
+    ("My request for access to the model was declined by the authors.", "licence_pending"),
+    # Time limits in prose and other stacks' words: loading over a health check's time, a
+    # probe's time-out that was hit, a client that gave up, a kill while still loading.
+    ("The endpoint never comes up: loading the weights takes more than 300 s and the ping "
+     "check gives up.", "timeout"),
+    ("Startup failed because of the readiness time-out (the model is 40 GB).", "timeout"),
+    ("liveness time-out of 45s reached, restarting", "timeout"),
+    ("INFO 03-02 10:00:01 engine.py:310 Aborted request cmpl-42.", "timeout"),
+    ("Loading model weights took 12.4 GB\nINFO Received SIGTERM, shutting down", "timeout"),
+    # Expired or revoked Hub tokens.
+    ("huggingface_hub: the user token was revoked, please log in again", "hf_auth"),
+    ("Downloads of private models fail since my access token expired yesterday; the revoked "
+     "token is still in HF_TOKEN", "hf_auth"),
+    # Context settings of other servers over what the model takes.
+    ("Error: `max_input_tokens` must be < `max_total_tokens`", "max_model_len"),
+    ("max_total_tokens (16384) is greater than max_position_embeddings (8192)",
+     "max_model_len"),
+    ("llama_new_context: n_ctx (32768) exceeds n_ctx_train (8192)", "max_model_len"),
+    ("session_len=65536 exceeds the model's max_position_embeddings", "max_model_len"),
+    # A GPU too old for a dtype is its own cause, not the engine's exit.
+    ("ValueError: FP8 is only supported on GPUs with compute capability >= 8.9", "other"),
+    ("RuntimeError: This device does not support bf16 (T4)", "other"),
 ])
 def test_each_family_is_named_in_wordings_no_data_file_has(text, kind):
     assert diagnose_text(text).kind == kind
@@ -402,7 +432,8 @@ def test_every_kind_the_vocabulary_can_name_has_a_rule_to_explain_it():
 
 @pytest.mark.parametrize("text", ["GET /v1/models 403", "the template was updated",
                                   "replica 2 restarted at 10:02", "Everything started fine",
-                                  "stop was requested; tools are loaded", "n = 4 seeds ignored"])
+                                  "stop was requested; tools are loaded", "n = 4 seeds ignored",
+                                  "pod vllm-0 status is Pending", "the request was declined"])
 def test_a_stray_family_word_stays_other(text):
     assert diagnose_text(text).kind == "other"
 
@@ -440,6 +471,19 @@ def test_the_family_vocabulary_alone_is_right_when_it_names_a_kind():
      "{'foo'}\nInternalServerError 500", "bad_request"),
     ("WARNING The following fields were present in the request but ignored: {'foo'}\n"
      "RuntimeError: No CUDA GPUs are available\nRuntimeError: CUDA out of memory", "oom"),
+    # A dtype the GPU cannot run, then the engine's exit: the dtype is the cause.
+    ("ValueError: bfloat16 is only supported on GPUs with compute capability of at least 8.0\n"
+     "RuntimeError: Engine process failed to start. See stack trace for the root cause",
+     "other"),
+    # A size refusal beside words of an access request: the 413 names the cause.
+    ("Your request body was rejected by the gateway.\nHTTP/1.1 413 Payload Too Large",
+     "payload_too_large"),
+    ("My access request is pending.\n413 Request Entity Too Large", "payload_too_large"),
+    # Users' words for a pending licence beside the Hub's refusal: the licence, not the token.
+    ("I submitted a request for access to the gated repo yesterday.\n"
+     "huggingface_hub.errors.GatedRepoError: 401 Client Error", "licence_pending"),
+    # A named cause beats a client's time-out after it.
+    ("torch.OutOfMemoryError: CUDA out of memory.\nAborted request chatcmpl-1", "oom"),
 ])
 def test_the_root_cause_wins(text, kind):
     assert diagnose_text(text).kind == kind
