@@ -21,11 +21,11 @@ from nbhelpers import checks, prices, request_rules, validate
 from nbhelpers.catalog import ModelSpec
 from nbhelpers.checks import shown
 from nbhelpers.connection import Session
-from nbhelpers.deployments import MAX_DEPLOY_WAIT_S, wait_until
 from nbhelpers.errors import ConfigError, DeploymentError
 from nbhelpers.hardware import Hardware
 from nbhelpers.prediction import Completion, parse_output
 from nbhelpers.settings import LABEL_MODEL
+from nbhelpers.waiting import MAX_DEPLOY_WAIT_S, wait_until
 
 # The JobState names (google.cloud.aiplatform_v1.types.JobState) after which a job does nothing
 # more: the SDK's own list of completed states, less PAUSED, which batch prediction never takes.

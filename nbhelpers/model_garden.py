@@ -198,7 +198,7 @@ def deploy_open_model(session: Session, *, spec: ModelSpec, hardware: Hardware,
                       wait: Callable[[Callable[[], bool]], object]) -> str:
     """Deploys with `OpenModel.deploy` and returns the endpoint's resource name. The endpoint
     and model are labelled, and `on_created(endpoint, model)` called, as soon as they exist;
-    `wait(done)` polls until the deployment ends (deployments.wait_until: with progress). A
+    `wait(done)` polls until the deployment ends (waiting.wait_until: with progress). A
     failed deployment raises DeploymentError, with both kept (and labelled) for its logs."""
     from vertexai.model_garden import OpenModel
 

@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from nbhelpers import deployments, model_garden, releases, runtime
+from nbhelpers import model_garden, releases, runtime, sizing
 
 _ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*\s*(:\s*[^=]+)?=")
 _PARAM_LIST = re.compile(r"^(?P<name>[A-Z_][A-Z0-9_]*)\s*=.*#\s*@param\s*(?P<choices>\[.*\])")
@@ -82,12 +82,12 @@ def form_problems(path: Path, source: str) -> list[str]:
                          f"its order: {json.dumps(table)}")
     if "MACHINE_TYPE" in lists and "MODEL" in lists:
         try:
-            expected = deployments.machine_param_choices(lists["MODEL"])
+            expected = sizing.machine_param_choices(lists["MODEL"])
         except Exception as err:  # a MODEL list naming no catalog model: say which
             return [*found, f"{path.name}: MODEL's choices: {err}"]
         if lists["MACHINE_TYPE"] != expected:
             found.append(f"{path.name}: MACHINE_TYPE's choices must be those its MODEL list "
-                         f"starts on (deployments.machine_param_choices): {json.dumps(expected)}")
+                         f"starts on (sizing.machine_param_choices): {json.dumps(expected)}")
     return found
 
 

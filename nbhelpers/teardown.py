@@ -11,12 +11,12 @@ from typing import Any
 from nbhelpers import checks, prices, validate
 from nbhelpers.batch_jobs import end_jobs, labelled_jobs
 from nbhelpers.connection import Session
-from nbhelpers.deployments import MAX_DEPLOY_WAIT_S, wait_for_deploys
 from nbhelpers.errors import ConfigError
 from nbhelpers.releases import DEPLOYMENT_TIMEOUT_S
 from nbhelpers.settings import LABEL_OWNER, LABEL_RUN, LABEL_SUITE, SUITE, is_expired
 from nbhelpers.state import is_mirror
 from nbhelpers.validate import label_value
+from nbhelpers.waiting import MAX_DEPLOY_WAIT_S, wait_for_deploys
 
 # Cloud Storage takes at most 100 calls in one batch request; the SDK's own
 # `bucket.delete(force=True)` refuses buckets of more than 256 objects, so a run's files are

@@ -8,7 +8,7 @@ import json
 import os
 from typing import Any
 
-from nbhelpers import catalog, checks, deployments, prices, redaction, request_rules
+from nbhelpers import catalog, checks, plans, prices, redaction, request_rules, sizing
 from nbhelpers.catalog import ModelSpec
 from nbhelpers.errors import ConfigError, choices
 from nbhelpers.hardware import Hardware
@@ -60,9 +60,9 @@ def machine_label(model: ModelSpec, machine: str) -> str:
 
 def machine_options(model: str | ModelSpec) -> list[tuple[str, str]]:
     """(label, machine type) of each machine the picker offers for `model`, the tutorial's
-    first (deployments.machine_choices: where the memory plan predicts it starts)."""
+    first (sizing.machine_choices: where the memory plan predicts it starts)."""
     spec = model if isinstance(model, ModelSpec) else catalog.get_model(model)
-    return [(machine_label(spec, m), m) for m in deployments.machine_choices(spec)]
+    return [(machine_label(spec, m), m) for m in sizing.machine_choices(spec)]
 
 
 def check_machine(model: str | ModelSpec, machine_type: str) -> str:
@@ -70,7 +70,7 @@ def check_machine(model: str | ModelSpec, machine_type: str) -> str:
     other value is refused, naming the valid choices."""
     spec = model if isinstance(model, ModelSpec) else catalog.get_model(model)
     checks.text("MACHINE_TYPE", machine_type, empty_ok=True)
-    valid = deployments.machine_choices(spec)
+    valid = sizing.machine_choices(spec)
     if not machine_type:
         return valid[0]
     if machine_type not in valid:
@@ -103,7 +103,7 @@ def machine_picker(model_picker: Any, default: str = "") -> Any:
     return picker
 
 
-def confirm_deploy(plan: deployments.DeploymentPlan, confirmed: Any, *,
+def confirm_deploy(plan: plans.DeploymentPlan, confirmed: Any, *,
                    parameter: str = "CONFIRM_DEPLOY") -> None:
     """Returns when `confirmed` is True; otherwise raises NotConfirmed, saying what deploying
     would create and cost and how to confirm, so that "Run all" stops before anything billed

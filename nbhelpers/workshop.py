@@ -27,10 +27,12 @@ from nbhelpers import catalog, checks, settings, validate
 from nbhelpers.checks import shown
 from nbhelpers.connection import Session
 from nbhelpers.container import VllmOptions
-from nbhelpers.deployments import Deployment, DeploymentPlan, Scaling, deploy, plan_deployment
+from nbhelpers.deployments import Deployment, deploy
 from nbhelpers.errors import ConfigError, DeploymentError
 from nbhelpers.hardware import Hardware
+from nbhelpers.plans import DeploymentPlan, plan_deployment
 from nbhelpers.prepare import IAM_ATTEMPTS, IAM_BACKOFF_S, IAM_POLICY_VERSION
+from nbhelpers.sizing import Scaling
 from nbhelpers.teardown import Inventory, cleanup
 
 WORKSHOP_FILES = "nbhelpers-workshops"  # the bucket's folder of workshop cards

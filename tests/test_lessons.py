@@ -15,10 +15,10 @@ import nbhelpers
 from nbhelpers import (
     catalog,
     container,
-    deployments,
     notebook_checks,
     planner,
     redaction,
+    sizing,
     vllm_args,
     widgets,
 )
@@ -114,13 +114,13 @@ def test_one_prompt_parameter_across_the_lessons():
 
 # --- the machine picker ---------------------------------------------------------------------------
 def test_machine_choices_are_where_the_model_starts_with_the_tutorials_first():
-    seventy = deployments.machine_choices("Llama-3.1-70B-Instruct")
+    seventy = sizing.machine_choices("Llama-3.1-70B-Instruct")
     assert seventy[:2] == ["a3-highgpu-4g", "g2-standard-96"]  # Google's 4 x H100, the 8 x L4
     assert "g2-standard-48" not in seventy  # 4 x L4 cannot hold 141 GB of weights
-    assert deployments.machine_choices("Llama-3.2-11B-Vision")[0] == "a2-highgpu-1g"
+    assert sizing.machine_choices("Llama-3.2-11B-Vision")[0] == "a2-highgpu-1g"
     image = image_uri(DEFAULT_TAG)
     for spec in catalog.models():
-        offered = deployments.machine_choices(spec)
+        offered = sizing.machine_choices(spec)
         assert offered[0] == spec.hardware.machine_type
         for machine in offered:  # each one starts, by the memory plan, with the catalog's settings
             hardware = Hardware.for_machine(machine)
@@ -145,10 +145,10 @@ def test_the_machine_picker_follows_the_model_picker():
     machines = nbhelpers.machine_picker(models, "g2-standard-24")
     assert machines.value == "g2-standard-24"
     assert [value for _, value in machines.options] == \
-        deployments.machine_choices("Llama-3.1-8B-Instruct")
+        sizing.machine_choices("Llama-3.1-8B-Instruct")
     models.value = "Llama-3.1-70B-Instruct"  # 2 x L4 is no choice for 70B: its first machine
     assert [value for _, value in machines.options] == \
-        deployments.machine_choices("Llama-3.1-70B-Instruct")
+        sizing.machine_choices("Llama-3.1-70B-Instruct")
     assert machines.value == "a3-highgpu-4g"
     assert "8 x L4" in dict((v, label) for label, v in machines.options)["g2-standard-96"]
     machines.value = "a2-ultragpu-8g"
