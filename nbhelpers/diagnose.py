@@ -124,7 +124,8 @@ RULES: tuple[Rule, ...] = (
     # beside words of a gated model (approval, licence, Hugging Face, a gated repo): a pod's
     # "status: Pending" or a quota request is not a licence.
     Rule(kind="licence_pending", refines="hf_auth", tier=WEAK, unless=_SIZE_REFUSAL,
-         context=r"(?i)\b(gated|approv\w*|licen[cs]e|hugging ?face|repo(sitory|sitories)?)\b",
+         context=r"(?i)\b(gated|approv\w*|licen[cs]e|hugging ?face|repo(s|sitory|sitories)?|"
+         r"model (page|card)|request(ed)? (for )?access|access request)\b",
          patterns=(
         r"(?i)\b(submitted|filed|made|sent|put in|applied with) (a|an|my|the) (access )?"
         r"(request|application)\b", r"(?i)\b(requested|applied for|asked for) access\b",
@@ -470,8 +471,11 @@ RULES: tuple[Rule, ...] = (
         # n_ctx_train, LMDeploy's session_len, any of them over max_position_embeddings.
         rf"(?i)\b({_CONTEXT_SETTING})`?\s*(\(\d+\)|=\s*\d+)?\s*(>=?|is (greater|larger|"
         r"higher|longer) than|exceeds?|must be (<=?|less than|smaller than|lower than|at most))"
-        rf"\s*(the )?(model'?s? )?`?({_CONTEXT_SETTING}|max(imum)? (sequence|context|model) "
-        r"length|trained context( length)?)\b",
+        rf"\s*(the )?(derived |configured |model'?s? )?`?({_CONTEXT_SETTING}|max(imum)? "
+        r"(sequence|context|model) length|trained context( length)?)\b",
+        # A context asked of a model that cannot take it (Ollama, llama.cpp).
+        r"(?i)\bcontext (size|length|window)\b[^\n]{0,20}\btoo (large|long|big) for (the |this )?"
+        r"model\b",
     ),
         explanation=
         "The KV cache left after the weights cannot hold even one sequence of max_model_len "
@@ -510,6 +514,10 @@ RULES: tuple[Rule, ...] = (
         r"(?i)\btemplate not found\b", r"(?i)\bunknown (test|filter): (test|filter) \S+ is unknown",
         r"(?i)\bNo (test|filter) named '", r"(?i)\bEncountered unknown tag '",
         r"(?i)\b(does not|doesn't) (have|define|provide|ship) a chat template\b",
+        # Go's text/template, which Ollama renders chat templates with: "template: :1:2:
+        # executing ... at <.Messages>", "function \"x\" not defined".
+        r"\btemplate: [\w.-]*:\d+(:\d+)?: (executing|unexpected|function \"\w+\" not defined|"
+        r"bad character|unterminated)",
     ),
         explanation=
         "Chat completions need a chat template: base (non-Instruct) Llama models have none, "
@@ -550,6 +558,10 @@ RULES: tuple[Rule, ...] = (
         r"size\b", r"(?i)\b(message|request|payload|body|frame)\b[^\n]{0,20}\blarger than (the )?"
         r"max(imum)?\b", r"(?i)\bmax_(receive|send)_message_(length|size)\b",
         r"\bMax(Call)?(Recv|Send)Msg(Size)?\b", r"\bEntityTooLarge\b",
+        # A size over a configured maximum (Tomcat's and commons-fileupload's "its size (N)
+        # exceeds the configured maximum (M)"); a batch's, cache's or block's size is no body.
+        r"(?i)(?<!batch )(?<!cache )(?<!block )(?<!page )(?<!pool )\bsize\b( \(\d+\))?[^\n]{0,10}"
+        r"\bexceed(s|ed)? (the )?(configured |allowed |permitted )?(max(imum)?|limit)\b",
         # Headers over a proxy's limit (HTTP 431, nginx's 400 "Request Header Or Cookie Too
         # Large"): the request is too large, if not its body.
         r"(?i)\bRequest Header (Fields|Or Cookie) Too Large\b",
@@ -734,7 +746,8 @@ RULES: tuple[Rule, ...] = (
         r"\bTimeout(Error|Exception|Expired)\b", r"deployment timed out",
         r"(?i)\b(for|takes?|taking|took) (too|to) long\b",
         # Loading or start-up "takes longer than 60 seconds", past a limit of so many seconds.
-        rf"(?i)\b(takes?|took|taking|needs?|needed|requires?) (longer|more) than {_DURATION}",
+        rf"(?i)\b(takes?|took|taking|needs?|needed|requires?) (longer|more) than (the |a |its )?"
+        rf"{_DURATION.replace(' ?', '[ -]?')}",
         r"(?i)did not (become ready|respond|finish|complete) (with)?in\b",
         r"Gateway ?Time-?out", r"(?i)upstream request timeout", r"\bETIMEDOUT\b",
         # Servers and launchers that give up waiting: "failed to start within timeout", "in
@@ -753,6 +766,10 @@ RULES: tuple[Rule, ...] = (
         r"(the |this |a |its )?[\w-]*[ -]?time[ -]?outs?\b",
         # vLLM's "Aborted request ...": the client gave up (its timeout) before the reply.
         r"\bAborted request\b",
+        # A health check or probe that keeps failing while the model still loads.
+        r"(?i)\b(health ?checks?|readiness|liveness|start-?up|ping)( probes?| checks?)?\b"
+        r"[^\n]{0,30}\b(fail\w*|timing out|times out)\b[^\n]{0,40}\b(while|before|during|until)"
+        r"\b[^\n]{0,30}\b(load\w*|download\w*|start\w*|warm\w*)",
         r"ProgressDeadlineExceeded", r"GetTimeoutError", r"(?i)exceeded its progress deadline",
         # Node's AbortSignal.timeout, Envoy's "reset reason: connection timeout", a load or
         # start that "exceeded the 1800 second limit" or "did not load in 600 seconds".

@@ -400,6 +400,19 @@ def test_the_blind_bar_judges_kinds_with_three_or_more_excerpts():
     # A GPU too old for a dtype is its own cause, not the engine's exit.
     ("ValueError: FP8 is only supported on GPUs with compute capability >= 8.9", "other"),
     ("RuntimeError: This device does not support bf16 (T4)", "other"),
+    # Go's templates (Ollama's chat templates), a size over a configured maximum, a load over a
+    # stated limit, a probe failing while the model loads, a request awaiting review in prose,
+    # a context over a derived one, a context too large for the model.
+    ('template: chat:3:14: executing "chat" at <.Prompt>: nil pointer', "chat_template"),
+    ("FileUploadException: the request was rejected because its size (9000000) exceeds the "
+     "configured maximum (5000000)", "payload_too_large"),
+    ("Deploy failed: the server took longer than the 30-minute limit to start", "timeout"),
+    ("Our liveness probe keeps failing during the weight download", "timeout"),
+    ("I requested access on the model card a week ago and my request is still awaiting review",
+     "licence_pending"),
+    ("context_length (65536) is greater than the derived context_length (32768)",
+     "max_model_len"),
+    ("llama runner: requested context window too large for the model", "max_model_len"),
 ])
 def test_each_family_is_named_in_wordings_no_data_file_has(text, kind):
     assert diagnose_text(text).kind == kind
@@ -433,7 +446,9 @@ def test_every_kind_the_vocabulary_can_name_has_a_rule_to_explain_it():
 @pytest.mark.parametrize("text", ["GET /v1/models 403", "the template was updated",
                                   "replica 2 restarted at 10:02", "Everything started fine",
                                   "stop was requested; tools are loaded", "n = 4 seeds ignored",
-                                  "pod vllm-0 status is Pending", "the request was declined"])
+                                  "pod vllm-0 status is Pending", "the request was declined",
+                                  "ValueError: batch size exceeds the maximum (256)",
+                                  "admission webhook denied the request: request was rejected"])
 def test_a_stray_family_word_stays_other(text):
     assert diagnose_text(text).kind == "other"
 
@@ -484,6 +499,8 @@ def test_the_family_vocabulary_alone_is_right_when_it_names_a_kind():
      "huggingface_hub.errors.GatedRepoError: 401 Client Error", "licence_pending"),
     # A named cause beats a client's time-out after it.
     ("torch.OutOfMemoryError: CUDA out of memory.\nAborted request chatcmpl-1", "oom"),
+    # A quota request that is pending is a quota, not a licence.
+    ("Quota increase request for NVIDIA_L4_GPUS in us-central1 is still pending", "quota"),
 ])
 def test_the_root_cause_wins(text, kind):
     assert diagnose_text(text).kind == kind
