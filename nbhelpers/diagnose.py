@@ -1049,9 +1049,19 @@ _VOCABULARY = {kind: [(re.compile(term), weight) for term, weight in terms]
                for kind, terms in VOCABULARY.items()}
 
 
+# The first log level named near a line's start is INFO or DEBUG (vLLM's, Python logging's,
+# glog's "I1126" excepted: too short to tell from other text).
+_INFORMATIONAL = re.compile(
+    r"^(?:(?!\b(?:WARN(?:ING)?|ERROR|CRITICAL|FATAL)\b).){0,80}?\b(?:INFO|DEBUG)\b")
+
+
 def _vocabulary_guess(lines: list[str]) -> tuple[str, list[int]] | None:
     """The family whose generic terms clearly dominate a text no rule names, with the lines
     that carry the most of them; None when no kind reaches VOCABULARY_MIN with a clear lead."""
+    # A line logged at INFO or DEBUG reports, it does not fail: a healthy start's own lines
+    # (vLLM's "args: {... max_model_len ...}", "GPU KV cache size: N tokens") must not add up
+    # to a guess. Lines keep their positions, for the evidence.
+    lines = ["" if _INFORMATIONAL.match(line) else line for line in lines]
     scores = {kind: sum(weight for term, weight in terms if any(term.search(ln) for ln in lines))
               for kind, terms in _VOCABULARY.items()}
     ranked = sorted(scores.items(), key=lambda item: -item[1])

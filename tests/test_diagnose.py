@@ -433,6 +433,21 @@ def test_the_family_vocabulary_names_what_no_rule_does(text, kind):
     assert found.explanation.startswith("Likely") and found.fix
 
 
+def test_a_healthy_starts_own_lines_add_up_to_no_guess():
+    """INFO lines report, they do not fail: vLLM's start-up arguments and cache report carry
+    family words (max-model-len, KV cache, tokens) that once made the second stage call a
+    healthy endpoint a max_model_len failure."""
+    start = ("INFO 11-26 10:00:01 [api_server.py:1] args: {'model': 'meta-llama/Llama-3.1-8B', "
+             "'max-model-len': 4096, 'gpu-memory-utilization': 0.9}\n"
+             "(EngineCore pid=7) INFO 11-26 10:00:40 [kv_cache_utils.py:2] GPU KV cache size: "
+             "120,000 tokens\n"
+             "2025-11-26 10:00:41,000 - vllm - DEBUG - max_model_len 4096 fits the KV cache")
+    assert diagnose_text(start).kind == "other"
+    # The same words on a line that fails still count.
+    assert diagnose_text(start + "\nWARNING KV cache: 4096 tokens will not fit").kind == \
+        "max_model_len"
+
+
 def test_every_kind_the_vocabulary_can_name_has_a_rule_to_explain_it():
     """A guess takes its explanation and fix from one rule of its kind: every kind of the
     vocabulary has one (a kind without a rule of the root tier once made a guess crash)."""
