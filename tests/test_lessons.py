@@ -160,8 +160,9 @@ def test_the_machine_picker_follows_the_model_picker():
 
 # --- the vLLM arguments, explained; the tutorial's settings ---------------------------------------
 def test_every_argument_the_plans_print_is_explained():
+    template = "{{ tools }}{{ messages }}"  # a template for tool calling renders the tools
     options = container.VllmOptions(enable_lora=True, max_lora_rank=64, tool_calling=True,
-                                    chat_template="{{ messages }}", enable_prefix_caching=True)
+                                    chat_template=template, enable_prefix_caching=True)
     for spec in catalog.models(instruct_only=True):
         resolved = options.resolved(spec, spec.hardware.accelerator_count)
         args = container.container_spec(spec, resolved).args
@@ -170,7 +171,7 @@ def test_every_argument_the_plans_print_is_explained():
         assert len(explained) == len(flags)
         for flag, line in zip(flags, explained, strict=True):
             assert line.startswith(f"  {flag}: ") and "no explanation" not in line, line
-    assert "--max-lora-rank=64" in args and "--chat-template={{ messages }}" in args
+    assert "--max-lora-rank=64" in args and f"--chat-template={template}" in args
     container.check_server_args(args, image_uri(DEFAULT_TAG), gpus=8)  # vLLM's parser takes them
 
 
