@@ -214,17 +214,18 @@ def _arrivals(response: Any) -> Iterator[bytes]:
 
 def _sse_texts(events: list[bytes]) -> list[str]:
     """The text pieces of server-sent chat completion chunks (`data: {...}`, `data: [DONE]`);
-    an error event (vLLM's, mid-stream) raises with its message."""
+    an error event (vLLM's, mid-stream) raises with its message. The chunks that arrived
+    together are decoded in one JSON array: one call per arrival, not per token."""
+    payloads = [line[5:] for event in events for line in event.split(b"\n")
+                if line.startswith(b"data:") and line[5:].strip() != b"[DONE]"]
+    if not payloads:
+        return []
     texts = []
-    for event in events:
-        for line in event.split(b"\n"):
-            if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
-                continue
-            chunk = json.loads(line[5:])
-            if "error" in chunk:
-                raise RuntimeError(f"the stream ended with an error: {chunk['error']}")
-            choices = chunk.get("choices") or []
-            text = (choices[0].get("delta") or {}).get("content") if choices else None
-            if text:
-                texts.append(text)
+    for chunk in json.loads(b"[" + b",".join(payloads) + b"]"):
+        if "error" in chunk:
+            raise RuntimeError(f"the stream ended with an error: {chunk['error']}")
+        choices = chunk.get("choices") or []
+        text = (choices[0].get("delta") or {}).get("content") if choices else None
+        if text:
+            texts.append(text)
     return texts

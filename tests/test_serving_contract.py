@@ -201,3 +201,20 @@ def test_streaming_and_time_to_first_token_only_where_the_endpoint_streams(
     assert whole in printed and again in printed and len(whole.split()) == 8
     assert all(r.ok and math.isnan(r.ttft_s) for r in report.results)
     assert "time to first token not measured" in report.summary()
+
+
+def test_streamed_chunks_that_arrive_together_are_read_in_order_and_an_error_event_raises():
+    """chat_many decodes the events of one arrival together: every piece of text, in order,
+    none from role-only or empty deltas or [DONE]; vLLM's mid-stream error event raises."""
+    from nbhelpers.predict_http import _sse_texts
+
+    def event(delta: dict) -> bytes:
+        return b"data: " + json.dumps({"choices": [{"index": 0, "delta": delta}]}).encode()
+
+    arrived = [event({"role": "assistant", "content": ""}), event({"content": "Hello"}),
+               event({"content": ", \"world\"\n"}), event({}), b"data: [DONE]"]
+    assert _sse_texts(arrived) == ["Hello", ", \"world\"\n"]
+    assert _sse_texts([b": keep-alive comment"]) == []
+    with pytest.raises(RuntimeError, match="the stream ended with an error: .*overloaded"):
+        _sse_texts([event({"content": "partial"}),
+                    b'data: {"error": {"message": "overloaded", "code": 503}}'])
