@@ -64,7 +64,13 @@ def _trust_emulator_certificate(ca_file: str) -> None:
         "REQUESTS_CA_BUNDLE") or certifi.where()
     os.environ.setdefault("NBHELPERS_BASE_CA_BUNDLE", base)
     bundle = Path(ca_file).with_name("emulator-ca-bundle.pem")
-    bundle.write_text(Path(base).read_text() + "\n" + Path(ca_file).read_text())
+    content = Path(base).read_text() + "\n" + Path(ca_file).read_text()
+    if not bundle.exists() or bundle.read_text() != content:
+        # Other kernels of the run read this file while they connect: a bundle written in
+        # place can be read half-written ("PEM lib"); a rename is seen whole or not at all.
+        partial = bundle.with_name(f".{bundle.name}.{os.getpid()}.tmp")
+        partial.write_text(content)
+        os.replace(partial, bundle)
     os.environ["REQUESTS_CA_BUNDLE"] = os.environ["SSL_CERT_FILE"] = str(bundle)
 
 

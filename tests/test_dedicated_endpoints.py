@@ -200,3 +200,47 @@ def test_the_plan_checks_requests_against_the_planned_endpoint_type_s_limit(serv
     huge = nbhelpers.Requests(prompt="x" * 10_600_000)
     with pytest.raises(ConfigError, match=f"{limits.DEDICATED_PREDICT_PAYLOAD_BYTES:,}-byte"):
         nbhelpers.plan_deployment(MODEL, ask_for_token=False, requests=huge)
+
+
+def test_the_emulator_ca_bundle_is_never_seen_half_written(tmp_path, monkeypatch):
+    """Kernels of one run connect at once (the runner's parallel notebooks): each writes the
+    run's CA bundle while others load it. A reader must always find a whole bundle."""
+    import ssl
+    import threading
+    from pathlib import Path
+
+    import certifi
+
+    from nbhelpers import connection
+
+    monkeypatch.setenv("NBHELPERS_BASE_CA_BUNDLE", certifi.where())
+    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # set by the call: restored after
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+    end = "-----END CERTIFICATE-----"
+    two_authorities = [c.strip() + f"\n{end}\n" for c in
+                       Path(certifi.where()).read_text().split(end)[:2]]
+    authority = tmp_path / "emulator-cert.pem"
+    bundle = tmp_path / "emulator-ca-bundle.pem"
+    authority.write_text(two_authorities[0])
+    connection._trust_emulator_certificate(str(authority))
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                ssl.create_default_context(cafile=str(bundle))
+            except ssl.SSLError as err:
+                failures.append(str(err))
+
+    readers = [threading.Thread(target=load) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    for i in range(150):  # a different bundle each time, written while it is read
+        authority.write_text(two_authorities[i % 2])
+        connection._trust_emulator_certificate(str(authority))
+    stop.set()
+    for reader in readers:
+        reader.join()
+    assert failures == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
