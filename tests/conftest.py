@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +58,24 @@ def session(env):
 
     env.setenv("NBHELPERS_EMULATOR_IDENTITY", ALICE)
     return nbhelpers.connect(project="test-project", run_id="run-a", quiet=True)
+
+
+@contextlib.contextmanager
+def module_session(root: Path, *, run_id: str, deploy_seconds: float) -> Iterator[tuple[Any, Any]]:
+    """An emulator of its own and Alice's session against it, with a Hugging Face token, for a
+    module-scoped fixture (`session` is per test); yields (emulator, session) and stops both."""
+    import nbhelpers
+
+    running = emulator_module.start(state_file=root / "emulator.json",
+                                    deploy_seconds=deploy_seconds)
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            use_emulator(env, running.url, root / "state")
+            env.setenv("NBHELPERS_EMULATOR_IDENTITY", ALICE)
+            env.setenv("HF_TOKEN", FAKE_TOKEN)
+            yield running, nbhelpers.connect(project="test-project", run_id=run_id, quiet=True)
+    finally:
+        running.stop()
 
 
 def emulator_logs(emulator, endpoint_id: str) -> list[str]:

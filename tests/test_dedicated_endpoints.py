@@ -17,7 +17,7 @@ import requests
 import nbhelpers
 from nbhelpers import limits
 from nbhelpers.errors import ConfigError
-from tests.conftest import FAKE_TOKEN, use_emulator
+from tests.conftest import module_session
 
 MODEL = "Llama-3.2-1B-Instruct"
 OTHER = "Llama-3.2-3B-Instruct"
@@ -27,20 +27,12 @@ OTHER = "Llama-3.2-3B-Instruct"
 def served(tmp_path_factory):
     """One emulator, one session and two deployments on dedicated endpoints made with the
     package's defaults, for the module (each test only serves or plans)."""
-    from nbhelpers import emulator as emulator_module
-
-    root = tmp_path_factory.mktemp("dedicated")
-    running = emulator_module.start(state_file=root / "emulator.json", deploy_seconds=0.1)
-    with pytest.MonkeyPatch.context() as env:
-        use_emulator(env, running.url, root / "state")
-        env.setenv("NBHELPERS_EMULATOR_IDENTITY", "alice@example.com")
-        env.setenv("HF_TOKEN", FAKE_TOKEN)
-        session = nbhelpers.connect(project="test-project", run_id="dedicated", quiet=True)
+    with module_session(tmp_path_factory.mktemp("dedicated"), run_id="dedicated",
+                        deploy_seconds=0.1) as (running, session):
         deployed = [nbhelpers.deploy(session, nbhelpers.plan_deployment(model,
                                                                         ask_for_token=False))
                     for model in (MODEL, OTHER)]
         yield running, session, deployed
-    running.stop()
 
 
 def _post(url: str, body: dict, session) -> requests.Response:

@@ -15,7 +15,7 @@ import requests
 import nbhelpers
 from nbhelpers import batch, images, limits, openai_chat
 from nbhelpers.errors import ConfigError
-from tests.conftest import FAKE_TOKEN, use_emulator
+from tests.conftest import module_session
 
 SHARED_MODEL, DEDICATED_MODEL = "Llama-3.2-1B-Instruct", "Llama-3.1-8B-Instruct"
 
@@ -24,21 +24,13 @@ SHARED_MODEL, DEDICATED_MODEL = "Llama-3.2-1B-Instruct", "Llama-3.1-8B-Instruct"
 def served(tmp_path_factory):
     """One emulator, one session and one deployment of each endpoint type for the module (as
     conftest's `env` and `session`, but made once: every test here only serves)."""
-    from nbhelpers import emulator as emulator_module
-
-    root = tmp_path_factory.mktemp("serving")
-    running = emulator_module.start(state_file=root / "emulator.json", deploy_seconds=0.2)
-    with pytest.MonkeyPatch.context() as env:
-        use_emulator(env, running.url, root / "state")
-        env.setenv("NBHELPERS_EMULATOR_IDENTITY", "alice@example.com")
-        env.setenv("HF_TOKEN", FAKE_TOKEN)
-        session = nbhelpers.connect(project="test-project", run_id="serving", quiet=True)
+    with module_session(tmp_path_factory.mktemp("serving"), run_id="serving",
+                        deploy_seconds=0.2) as (running, session):
         deployed = {
             kind: nbhelpers.deploy(session, nbhelpers.plan_deployment(
                 model, dedicated_endpoint=kind == "dedicated", ask_for_token=False))
             for kind, model in (("shared", SHARED_MODEL), ("dedicated", DEDICATED_MODEL))}
         yield running, session, deployed
-    running.stop()
 
 
 @pytest.fixture
