@@ -288,9 +288,8 @@ class _ReplicaHandler(JsonHandler):
             pending.append(f"data: {json.dumps(payload)}\n\n".encode())
 
         def send_due(at: float) -> None:
-            """Writes what is due, then waits until `at`. Tokens keep to a schedule fixed at
-            the start (a late wake-up does not push back every later token), and tokens that
-            fell due together leave in one write, as a busy server's do."""
+            """Writes the events waiting, in one write, then waits until `at`, a time of the
+            schedule fixed at the start (a late wake-up does not push back later tokens)."""
             if pending:
                 self.wfile.write(b"".join(pending))
                 self.wfile.flush()

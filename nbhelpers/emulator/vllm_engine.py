@@ -356,15 +356,18 @@ class VllmServer:
         if any(instance.get("dynamic-lora") for instance in instances):
             return 400, {"error": "LoRA adapters are not served by the real-engine rehearsal: "
                          "the tiny model has no weights to adapt"}
-        groups: dict[str, list[int]] = {}  # sampling settings (as JSON) -> instance positions
+        # Instances grouped by their sampling settings (keyed as canonical JSON, since a stop
+        # list is not hashable): the settings and the positions of the instances.
+        groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
         for position, instance in enumerate(instances):
             settings = {"max_tokens": instance.get("max_tokens", VLLM_DEFAULT_MAX_TOKENS)}
             settings |= {key: instance[key] for key in SAMPLING_KEYS
                          if instance.get(key) is not None}
-            groups.setdefault(json.dumps(settings, sort_keys=True), []).append(position)
+            key = json.dumps(settings, sort_keys=True)
+            groups.setdefault(key, (settings, []))[1].append(position)
         texts: dict[int, str] = {}
-        for settings_json, positions in groups.items():
-            request = {"model": self.served_name, **json.loads(settings_json),
+        for settings, positions in groups.values():
+            request = {"model": self.served_name, **settings,
                        "prompt": [instances[i]["prompt"] for i in positions]}
             status, reply = self.post("/v1/completions", request)
             if status != 200:
